@@ -1,0 +1,5 @@
+import sys
+
+from clipvis.cli import main
+
+sys.exit(main())
