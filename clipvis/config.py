@@ -33,20 +33,135 @@ class ToyWorldConfig:
     colours: list[str] = field(default_factory=lambda: ["red", "green", "blue", "yellow", "purple", "orange"])
     shapes: list[str] = field(default_factory=lambda: ["circle", "square", "triangle", "star", "ring"])
     novel_fraction: float = 1 / 3
-    frame_size: int = 128
-    min_frames: int = 12
+    frame_size: int = 128  # frame height in pixels
+    frame_aspect: float = 1.25  # width / height (not square, so that height/width mix-ups show)
+    min_frames: int = 12  # per video; 12 or more lets every exit object leave and come back
     max_frames: int = 36
-    max_objects: int = 4
+    max_objects: int = 4  # per video and image; toy_ovis has up to twice as many
     train_images: int = 600
     train_videos: int = 40
     val_videos: int = 30
     ovis_videos: int = 20
-    caption_images: int = 2000
+    caption_images: int = 2000  # image-caption pairs for pretraining the toy CLIP
+    heldout_captions: int = 300  # single-object crops for zero-shot accuracy, every category in turn
 
 
 @dataclass
 class DataConfig:
     root: str = "data"
+    train: str = "toy_lvis_train"  # benchmark the segmenter trains on
+    test: list[str] = field(default_factory=lambda: ["toy_lvvis", "toy_ovis"])
+
+
+@dataclass
+class ClipConfig:
+    """The frozen CLIP: an open_clip model name and an open_clip tag, a checkpoint path, or null (random)."""
+
+    model: str = "clipvis_toy_rn"
+    pretrained: str | None = "runs/toy/clip/toy_clip.pt"
+    text_cache: str = "runs/text_embeddings"
+
+
+@dataclass
+class ModelConfig:
+    """The segmenter (REFERENCE_FACTS §1). `dec_layers` counts prediction sets as the authors'
+    MODEL.MASK_FORMER.DEC_LAYERS does: the decoder has dec_layers - 1 layers."""
+
+    hidden_dim: int = 256
+    num_queries: int = 100
+    heads: int = 8
+    dec_layers: int = 7
+    dec_ffn_dim: int = 2048
+    enc_layers: int = 6
+    enc_ffn_dim: int = 1024
+    enc_points: int = 4
+    mask_dim: int = 256
+    iou_head_input: Literal["query", "pooled"] = "query"
+    iou_activation: Literal["sigmoid", "relu"] = "sigmoid"
+
+
+@dataclass
+class ScoringConfig:
+    """Weighted open-vocabulary classification (paper §III-C; Tables II–IV)."""
+
+    weighted: bool = True  # WOC: weight CLIP class scores by object and IoU scores
+    object_score: bool = True
+    iou_score: bool = True
+    detections_per_video: int = 50
+    detections_per_image: int = 100
+
+
+@dataclass
+class MatchingConfig:
+    """Temporal matching (paper §III-B; Table V)."""
+
+    strategy: Literal["topk", "adjacent", "longterm"] = "topk"
+    memory: int = 9
+    topk: int = 3
+    recency_weighting: bool = False
+
+
+@dataclass
+class InferConfig:
+    min_size: int = 480
+    max_size: int = 1333
+    frames_per_chunk: int = 4
+    device: str = "auto"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (REFERENCE_FACTS §2.3–2.5). Iterations count optimiser steps."""
+
+    seed: int = 0
+    batch_size: int = 8
+    max_iter: int = 368750
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    lr_steps: list[int] = field(default_factory=lambda: [327778, 355092])
+    lr_gamma: float = 0.1
+    grad_clip: float = 0.01
+    amp: bool = True
+    augmentation: Literal["lsj", "resize_shortest"] = "lsj"
+    image_size: int = 1024
+    lsj_scale: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    min_size_train: list[int] = field(default_factory=lambda: [800])
+    max_size_train: int = 1333
+    repeat_factor_threshold: float | None = 0.001
+    num_points: int = 12544
+    weight_object: float = 2.0
+    weight_iou: float = 2.0
+    weight_mask: float = 5.0
+    weight_dice: float = 5.0
+    no_object_weight: float = 0.4
+    checkpoint_every: int = 10000
+    log_every: int = 20
+    num_workers: int = 2
+
+
+@dataclass
+class ClipPretrainConfig:
+    """Contrastive pretraining of the toy CLIP on toy image–caption pairs (toy scale only)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    image_size: int = 64
+    out: str = "runs/toy/clip/toy_clip.pt"
+
+
+@dataclass
+class LaunchConfig:
+    """Where stages run: in process, or on SLURM through submitit."""
+
+    launcher: Literal["local", "slurm"] = "local"
+    partition: str = "debug"
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: int = 8
+    timeout_min: int = 60
 
 
 @dataclass
@@ -55,6 +170,14 @@ class Config:
     scale: Literal["toy", "paper"] = "toy"
     data: DataConfig = field(default_factory=DataConfig)
     toy: ToyWorldConfig = field(default_factory=ToyWorldConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    clip_pretrain: ClipPretrainConfig = field(default_factory=ClipPretrainConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 
 # ---------------------------------------------------------------- loading
