@@ -15,6 +15,9 @@ from clipvis.errors import InputError
 
 COMMANDS = {
     "data": "clipvis.data.command",
+    "embed": "clipvis.model.embed_command",
+    "train": "clipvis.train_command",
+    "finetune": "clipvis.train_command",
     "score": "clipvis.evaluation.command",
     "bench": "clipvis.bench",
 }

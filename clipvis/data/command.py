@@ -1,0 +1,89 @@
+"""`clipvis data`: generate the toy world, or download and check the files of real benchmarks.
+
+    clipvis data --benchmark toy                      # writes <root>/toy/ from the config's toy section
+    clipvis data --benchmark lvvis_val coco_train     # downloads what is public, then checks
+    clipvis data --benchmark all-paper --check        # only reports what is missing and where it goes
+
+Exits 1 when a file is still missing after the run, listing each one with where it goes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clipvis.data.benchmarks import (
+    BENCHMARKS,
+    DATA_ROOT_ENV,
+    PAPER_BENCHMARKS,
+    TOY_BENCHMARKS,
+    Benchmark,
+    get_benchmark,
+    missing_paths,
+    resolve_root,
+)
+from clipvis.errors import InputError
+
+HELP = "generate the toy world, or download and check a benchmark's files"
+
+GROUPS = {"toy": TOY_BENCHMARKS, "all-paper": PAPER_BENCHMARKS}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--benchmark", nargs="+", required=True, metavar="NAME",
+                        help=f"one or more of: {', '.join([*GROUPS, *BENCHMARKS])}")
+    parser.add_argument("--root", help=f"data root (default: ${DATA_ROOT_ENV}, else the config's data.root)")
+    parser.add_argument("--params", help="config YAML (the toy world's settings and data.root)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. toy.seed=3")
+    parser.add_argument("--check", action="store_true", help="download and generate nothing; only report")
+
+
+def main(args) -> int:
+    from clipvis.config import load_config
+
+    cfg = load_config(args.params, args.set)
+    root = resolve_root(args.root, cfg.data.root)
+    benchmarks = [get_benchmark(name) for name in _expand(args.benchmark)]
+    failed = 0
+    if not args.check:
+        if any(b.is_toy for b in benchmarks):
+            from clipvis.data.toy_datasets import generate_toy_world
+
+            generate_toy_world(cfg.toy, root)
+        failed = _download_public(benchmarks, root)
+    missing = sum(_report(b, root) for b in benchmarks)
+    return 1 if missing or failed else 0
+
+
+def _expand(names: list[str]) -> list[str]:
+    """Benchmark names with the groups `toy` and `all-paper` spelled out, each once."""
+    expanded = [member for name in names for member in GROUPS.get(name, (name,))]
+    return list(dict.fromkeys(expanded))
+
+
+def _download_public(benchmarks: list[Benchmark], root: Path) -> int:
+    """Download every public file of the benchmarks; prints and counts the ones that failed."""
+    from clipvis.data.download import download
+
+    remotes = dict.fromkeys(remote for b in benchmarks for remote in b.downloads)
+    failed = 0
+    for remote in remotes:
+        try:
+            download(remote, root / remote.relative_path)
+        except InputError as e:
+            print(f"failed   {e}")
+            failed += 1
+    return failed
+
+
+def _report(benchmark: Benchmark, root: Path) -> int:
+    """Print whether the benchmark's files are present; returns how many are missing."""
+    missing = missing_paths(benchmark, root)
+    if not missing:
+        scored = "" if benchmark.has_public_gt else f" (no public ground truth: score on the {benchmark.server})"
+        print(f"ok       {benchmark.name}{scored}")
+        return 0
+    for item in missing:
+        print(f"missing  {benchmark.name}: {item.path}{'/ (folder)' if item.is_dir else ''}")
+    print(f"         how to get it (paths under {root}): {benchmark.manual}")
+    return len(missing)
