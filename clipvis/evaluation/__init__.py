@@ -1,0 +1,1 @@
+"""Scoring: video AP/AR identical to the official LV-VIS, YouTube-VIS and BURST scorers (`clipvis score`)."""

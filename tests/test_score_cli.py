@@ -1,0 +1,86 @@
+"""`clipvis score`: output files, printed summary, and bad input (exit 2, nothing written)."""
+
+import csv
+import json
+
+import numpy as np
+import pycocotools.mask as mask_api
+import pytest
+
+from clipvis.cli import main
+
+
+def box(y0, y1, x0, x1):
+    mask = np.zeros((8, 8), dtype=np.uint8, order="F")
+    mask[y0:y1, x0:x1] = 1
+    encoded = mask_api.encode(mask)
+    return {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")}
+
+
+TRACK = [box(0, 4, 0, 4), None]
+GT = {
+    "videos": [{"id": 1, "width": 8, "height": 8, "length": 2, "file_names": ["1/0.jpg", "1/1.jpg"]}],
+    "categories": [{"id": 1, "name": "cat", "partition": 0}, {"id": 2, "name": "dog", "partition": 2}],
+    "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": TRACK,
+                     "areas": [16, None]}],
+}
+RESULTS = [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": TRACK},
+           {"video_id": 1, "category_id": 1, "score": 0.8, "segmentations": TRACK}]
+
+
+def write(path, obj):
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def test_score_writes_metrics_and_per_category_csv(tmp_path, capsys):
+    out = tmp_path / "eval" / "metrics.json"
+    code = main(["score", "--gt", write(tmp_path / "gt.json", GT),
+                 "--results", write(tmp_path / "results.json", RESULTS), "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["flavour"] == "lvvis" and report["strict_matching"] is False
+    assert report["metrics"]["AP"] == pytest.approx(1.0, abs=1e-12)
+    assert report["metrics"]["APn"] is None  # the only novel category has no ground truth
+    assert report["counts"] == {"videos": 1, "categories": 2, "categories_with_gt": 1, "gt_tracks": 1,
+                                "predictions": 2}
+    rows = list(csv.DictReader((tmp_path / "eval" / "metrics.per_category.csv").open()))
+    assert [(row["id"], row["name"], row["group"], row["num_gt"], row["num_predictions"]) for row in rows] == [
+        ("1", "cat", "base", "1", "2"), ("2", "dog", "novel", "0", "0")]
+    assert float(rows[0]["AP"]) == pytest.approx(1.0, abs=1e-12) and rows[1]["AP"] == ""
+    printed = capsys.readouterr().out
+    assert "one prediction per ground truth" in printed and "AP50" in printed
+
+
+def test_score_burst_says_which_matching_it_used(tmp_path, capsys):
+    args = ["score", "--gt", write(tmp_path / "gt.json", GT), "--results", write(tmp_path / "results.json", RESULTS),
+            "--flavour", "burst", "--out", str(tmp_path / "burst.json")]
+    assert main(args) == 0
+    # The duplicate counts as a second true positive under the official BURST rule: recall 2 / 1 GT.
+    assert json.loads((tmp_path / "burst.json").read_text())["metrics"]["AR100"] == 2.0
+    assert "several predictions may match one ground truth" in capsys.readouterr().out
+    assert main(args + ["--strict-matching"]) == 0
+    assert json.loads((tmp_path / "burst.json").read_text())["metrics"]["AR100"] == 1.0
+    assert "one prediction per ground truth" in capsys.readouterr().out
+
+
+def test_score_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    gt = write(tmp_path / "gt.json", GT)
+    out_dir = tmp_path / "out"
+    unknown_video = [dict(RESULTS[0], video_id=7)]
+    (tmp_path / "broken.json").write_text("[{")
+    for results in (write(tmp_path / "results.json", unknown_video), str(tmp_path / "broken.json")):
+        code = main(["score", "--gt", gt, "--results", results, "--out", str(out_dir / "metrics.json")])
+        assert code == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("clipvis score: error:") and "\n" not in error
+        assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_bench_score_runs_on_a_tiny_problem(capsys):
+    args = ["bench", "score", "--videos", "3", "--categories", "5", "--per-video", "6", "--frames", "4",
+            "--height", "64", "--width", "96"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["videos"] == 3 and report["predictions"] == 18 and report["seconds"] >= 0
+    assert 0.0 <= report["AP"] <= 1.0
