@@ -1,0 +1,1 @@
+"""Dataset formats, benchmarks, the toy world, video reading, augmentation and data loading."""

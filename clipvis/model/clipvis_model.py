@@ -1,0 +1,90 @@
+"""The CLIP-VIS network: frozen CLIP trunk → pixel decoder → masked-attention query decoder.
+
+Frames are processed independently (there is no temporal interaction inside the network); temporal
+matching and video scoring live in `clipvis.video`. Classification pools the frozen CLIP's dense
+stride-32 map under each predicted mask and compares it with the vocabulary's text embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipvis.config import ClipConfig, ModelConfig
+from clipvis.model.clip_encoder import FrozenCLIP
+from clipvis.model.pixel_decoder import PixelDecoder
+from clipvis.model.query_decoder import QueryDecoder
+from clipvis.model.text_classifier import TextEmbeddings, classification_logits
+
+SIZE_DIVISIBILITY = 32
+
+
+class CLIPVIS(nn.Module):
+    def __init__(self, clip: FrozenCLIP, pixel_decoder: PixelDecoder, decoder: QueryDecoder):
+        super().__init__()
+        self.clip = clip
+        self.pixel_decoder = pixel_decoder
+        self.decoder = decoder
+
+    @classmethod
+    def from_config(cls, model: ModelConfig, clip: ClipConfig) -> CLIPVIS:
+        frozen = FrozenCLIP(clip.model, clip.pretrained)
+        channels = [frozen.out_channels[f"res{i}"] for i in range(2, 6)]
+        pixel_decoder = PixelDecoder(channels, conv_dim=model.hidden_dim, mask_dim=model.mask_dim,
+                                     encoder_layers=model.enc_layers, heads=model.heads, points=model.enc_points,
+                                     ffn_dim=model.enc_ffn_dim)
+        decoder = QueryDecoder(hidden_dim=model.hidden_dim, num_queries=model.num_queries, heads=model.heads,
+                               ffn_dim=model.dec_ffn_dim, layers=model.dec_layers - 1, mask_dim=model.mask_dim,
+                               iou_head_input=model.iou_head_input, iou_activation=model.iou_activation)
+        return cls(frozen, pixel_decoder, decoder)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything but the frozen CLIP (which is loaded from its own weights)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("clip.")}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("clip.")]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """uint8 RGB images (3, H_i, W_i) -> normalised batch (B, 3, H, W), zero-padded to a multiple of 32.
+
+        Padding comes after normalisation, so padded pixels are 0 as in the reference.
+        """
+        device = self.clip.pixel_mean.device
+        height = _round_up(max(image.shape[-2] for image in images))
+        width = _round_up(max(image.shape[-1] for image in images))
+        batch = torch.zeros(len(images), 3, height, width, device=device)
+        for i, image in enumerate(images):
+            normalised = (image.to(device, torch.float32) - self.clip.pixel_mean) / self.clip.pixel_std
+            batch[i, :, : image.shape[-2], : image.shape[-1]] = normalised
+        return batch
+
+    def forward(self, images: torch.Tensor, with_aux: bool | None = None) -> dict:
+        """Normalised, padded images (B, 3, H, W) -> decoder outputs (see QueryDecoder) + `clip_dense`.
+
+        `clip_dense` is the frozen CLIP's stride-32 map (B, C_clip, H/32, W/32), used for classification.
+        """
+        features = self.clip.features(images)
+        mask_features, multi_scale = self.pixel_decoder(features)
+        outputs = self.decoder(multi_scale, mask_features, with_aux=with_aux)
+        outputs["clip_dense"] = features["clip_dense"]
+        return outputs
+
+    def class_logits(self, clip_dense: torch.Tensor, mask_logits: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
+        """CLIP class logits (B, Q, C) of each query's mask; queries with no CLIP embedding get 0 (uniform)."""
+        embeddings, valid = self.clip.pool_masks(clip_dense, mask_logits)
+        return classification_logits(embeddings, text.embeddings.to(embeddings.device), text.synonym_class,
+                                     text.num_classes, self.clip.logit_scale, valid)
+
+
+def _round_up(size: int) -> int:
+    return -(-size // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+
+
+def pad_target_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, h, w) masks -> (N, height, width) zero-padded at the bottom and right."""
+    return F.pad(masks, (0, width - masks.shape[-1], 0, height - masks.shape[-2]))

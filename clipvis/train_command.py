@@ -1,0 +1,32 @@
+"""`clipvis train` (image training) and `clipvis finetune --init CKPT` (single-frame video fine-tuning)."""
+
+from __future__ import annotations
+
+HELP = "train the segmenter (train: LVIS/COCO images; finetune: YTVIS frames from --init)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--params", required=True, help="params YAML (e.g. params/toy/default.yaml)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. train.max_iter=100")
+    parser.add_argument("--out", required=True, help="output folder (checkpoints, config.yaml)")
+    parser.add_argument("--init", help="checkpoint to start from (required for finetune)")
+    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint_last.pt in --out")
+    parser.add_argument("--launcher", choices=["local", "slurm"], help="override launch.launcher")
+
+
+def main(args) -> int:
+    from clipvis.config import load_config
+    from clipvis.errors import InputError
+    from clipvis.launch import launch
+    from clipvis.train import train
+
+    if args.command == "finetune" and not args.init:
+        raise InputError("--init", "", "finetune needs the checkpoint to start from")
+    cfg = load_config(args.params, args.overrides)
+    if args.launcher:
+        cfg.launch.launcher = args.launcher
+    final = launch(cfg, train, cfg, args.out, init=args.init, resume=not args.no_resume, job_name=args.command,
+                   log_dir=args.out)
+    print(final)
+    return 0

@@ -1,0 +1,102 @@
+import torch
+
+from clipvis.errors import InputError
+from clipvis.model.clipvis_model import CLIPVIS, pad_target_masks
+from clipvis.train import build_criterion, build_optimizer, load_checkpoint, train, train_step
+
+
+def trainable(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path):
+    tiny_config.train.checkpoint_every = 2
+    tiny_config.train.lr_steps = [3]
+    tiny_config.train.max_iter = 4
+    straight = train(tiny_config, tmp_path / "straight", tracking=False)
+
+    tiny_config.train.max_iter = 2  # a run stopped after its checkpoint at iteration 2 ...
+    train(tiny_config, tmp_path / "resumed", tracking=False)
+    tiny_config.train.max_iter = 4  # ... and continued from it
+    resumed = train(tiny_config, tmp_path / "resumed", tracking=False)
+
+    a, b = trainable(straight), trainable(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint_last.pt")["iteration"] == 4
+    assert (tmp_path / "resumed" / "config.yaml").exists()
+
+
+def test_checkpoint_holds_only_tensors_and_config(tiny_config, tmp_path):
+    tiny_config.train.max_iter = 1
+    final = train(tiny_config, tmp_path / "run", tracking=False)
+    state = torch.load(final, weights_only=True)
+    assert set(state) == {"model", "iteration", "config"}
+    assert not any(k.startswith("clip.") for k in state["model"])
+
+
+def test_decoder_depth_mismatch_is_a_clear_error(tiny_config, tmp_path):
+    tiny_config.train.max_iter = 1
+    final = train(tiny_config, tmp_path / "run", tracking=False)
+    tiny_config.model.dec_layers = 7
+    try:
+        load_checkpoint(final, tiny_config)
+    except InputError as e:
+        assert "dec_layers=3" in str(e) and "--set model.dec_layers=3" in str(e)
+    else:
+        raise AssertionError("mismatch not detected")
+
+
+def test_frozen_clip_is_unchanged_by_training(tiny_config):
+    torch.manual_seed(0)
+    model = CLIPVIS.from_config(tiny_config.model, tiny_config.clip)
+    before = {k: v.clone() for k, v in model.clip.state_dict().items()}
+    model.train()
+    run_steps(model, tiny_config, steps=2)
+    after = model.clip.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running statistics
+    assert not any(p.requires_grad for p in model.clip.parameters())
+
+
+def run_steps(model, cfg, steps, images=None, masks=None):
+    if images is None:
+        images, masks = two_images()
+    criterion, optimizer = build_criterion(cfg), build_optimizer(model, cfg)
+    batch = [{"image": image, "masks": mask} for image, mask in zip(images, masks)]
+    for iteration in range(steps):
+        losses = train_step(model, model, criterion, optimizer, batch, cfg, iteration, torch.device("cpu"))
+    return losses
+
+
+def two_images():
+    """Two 64x64 images: a bright square and a disc on dark noise."""
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(2, 3, 64, 64, generator=generator) * 60).to(torch.uint8)
+    masks = torch.zeros(2, 1, 64, 64, dtype=torch.bool)
+    masks[0, 0, 12:40, 20:50] = True
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    masks[1, 0] = (yy - 36) ** 2 + (xx - 28) ** 2 < 15**2
+    images[0][:, masks[0, 0]] = torch.tensor([230, 40, 40], dtype=torch.uint8)[:, None]
+    images[1][:, masks[1, 0]] = torch.tensor([40, 200, 240], dtype=torch.uint8)[:, None]
+    return list(images), list(masks)
+
+
+def test_overfits_two_images(tiny_config):
+    torch.manual_seed(0)
+    tiny_config.train.lr = 1e-3
+    tiny_config.train.grad_clip = 1.0
+    model = CLIPVIS.from_config(tiny_config.model, tiny_config.clip)
+    model.train()
+    images, masks = two_images()
+    run_steps(model, tiny_config, steps=200, images=images, masks=masks)
+
+    model.eval()
+    with torch.no_grad():
+        outputs = model(model.preprocess(images))
+    for i in range(2):
+        best = outputs["pred_object_logits"][i].softmax(-1)[:, 0].argmax()
+        predicted = torch.nn.functional.interpolate(outputs["pred_masks"][i : i + 1, best : best + 1], size=(64, 64),
+                                                    mode="bilinear", align_corners=False)[0, 0] > 0
+        target = pad_target_masks(masks[i].float(), 64, 64)[0] > 0
+        iou = (predicted & target).sum() / (predicted | target).sum()
+        assert iou > 0.8, f"image {i}: IoU {iou:.2f}"
