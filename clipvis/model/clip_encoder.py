@@ -1,0 +1,271 @@
+"""The frozen convolutional CLIP (open_clip): multi-scale features, mask pooling, text encoding.
+
+Two trunk families are supported, as in the reference (REFERENCE_FACTS §1.1, §1.5):
+- "resnet": open_clip's ModifiedResNet (RN50, RN101, RN50x4, ..., and `clipvis_toy_rn`);
+- "convnext": a timm ConvNeXt inside open_clip's TimmModel (convnext_base_w_320, ...,
+  and `clipvis_toy_convnext`).
+The toy model configs in `clip_configs/` are registered with open_clip when this module is imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import os
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.timm_model import TimmModel
+from timm.models.convnext import ConvNeXt
+from torch import nn
+
+from clipvis.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "clip_configs"
+open_clip.add_model_config(CONFIG_DIR)
+
+FEATURE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32, "clip_dense": 32}
+PRETRAINED_SET_KEY = "clip.pretrained"  # the config key that points at a local checkpoint
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FrozenCLIP(nn.Module):
+    """A frozen open_clip CLIP with a convolutional image trunk.
+
+    `pretrained` is an open_clip tag (e.g. "openai", "laion_aesthetic_s13b_b82k"), a checkpoint file
+    (.pt/.bin/.safetensors; .pt is read with weights_only=True), or None for random weights.
+    `cache_dir` is where open_clip finds (or downloads) tagged weights; None means its default.
+    OpenAI weights given as a file need the "-quickgelu" model name (e.g. RN50-quickgelu), as in
+    open_clip; with the tag this is done automatically.
+
+    Every parameter is frozen and the CLIP stays in eval mode whatever `train()` says, so batch-norm
+    statistics never change. Inputs are RGB images normalised with `pixel_mean`/`pixel_std`
+    (0-255 scale, shape (3, 1, 1)) and padded to a multiple of 32.
+    """
+
+    def __init__(self, model_name: str, pretrained: str | None = None, cache_dir: str | None = None):
+        super().__init__()
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.clip = _create_open_clip(model_name, pretrained, cache_dir)
+        self.clip.requires_grad_(False)
+        self.clip.eval()
+        self.family = _trunk_family(self.clip, model_name)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.embed_dim: int = self.clip.text_projection.shape[1]
+
+        preprocess = self.clip.visual.preprocess_cfg
+        self.register_buffer("pixel_mean", torch.tensor(preprocess["mean"]).view(3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(preprocess["std"]).view(3, 1, 1) * 255, persistent=False)
+
+        visual = self.clip.visual
+        if self.family == "resnet":
+            trunk_channels = [layer[-1].conv3.out_channels for layer in
+                              (visual.layer1, visual.layer2, visual.layer3, visual.layer4)]
+        else:
+            trunk_channels = [info["num_chs"] for info in visual.trunk.feature_info]
+        self.out_channels: dict[str, int] = {f"res{i + 2}": c for i, c in enumerate(trunk_channels)}
+        self.out_channels["clip_dense"] = self.out_channels["res5"]
+        self.strides = dict(FEATURE_STRIDES)
+
+    def train(self, mode: bool = True) -> FrozenCLIP:
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's learned log temperature (ln 100 for OpenAI RN50)."""
+        return float(self.clip.logit_scale.reshape(-1)[0])
+
+    @functools.cached_property
+    def weights_id(self) -> str:
+        """What identifies the weights: the tag, the checkpoint's sha256, or a hash of random weights."""
+        if self.pretrained is None:
+            digest = hashlib.sha256()
+            for name, tensor in self.clip.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            return f"random:{digest.hexdigest()}"
+        if open_clip.pretrained.is_pretrained_cfg(self.model_name, self.pretrained):
+            return f"tag:{self.pretrained}"
+        return f"sha256:{file_sha256(self.pretrained)}"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.features(images)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) normalised images -> res2..res5 (strides 4..32) and clip_dense (= res5)."""
+        visual = self.clip.visual
+        if self.family == "resnet":
+            x = visual.stem(images)  # conv1-3 + avgpool: stride 4
+            out = {}
+            for i, layer in enumerate((visual.layer1, visual.layer2, visual.layer3, visual.layer4)):
+                x = layer(x)
+                out[f"res{i + 2}"] = x
+            out["clip_dense"] = x
+            return out
+        trunk = visual.trunk
+        x = trunk.stem(images)
+        out = {}
+        for i, stage in enumerate(trunk.stages):
+            x = stage(x)
+            out[f"res{i + 2}"] = x
+        out["clip_dense"] = trunk.norm_pre(x)  # Identity for these models
+        return out
+
+    @torch.no_grad()
+    def pool_masks(self, dense: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP embeddings of mask regions.
+
+        dense: (B, C, h, w) `clip_dense` features; mask_logits: (B, Q, H', W'), resized bilinearly to
+        (h, w) and binarised at logit > 0. Returns embeddings (B, Q, embed_dim) and valid (B, Q) bool.
+
+        ConvNeXt: average of the features over the mask, then CLIP's trunk head (LayerNorm) and
+        projection; an empty mask gives a constant embedding (LayerNorm of zeros) and stays valid,
+        as in the reference. ResNet: attention pooling restricted to the mask; an empty mask has no
+        embedding (the reference gets NaN): it is marked invalid and its embedding is zero.
+        """
+        size = dense.shape[-2:]
+        if mask_logits.shape[-2:] != size:
+            mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+        masks = mask_logits > 0  # (B, Q, h, w)
+        if self.family == "resnet":
+            return self._attention_pool(dense, masks)
+        return self._average_pool(dense, masks), masks.new_ones(masks.shape[:2])
+
+    def _average_pool(self, dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        weights = masks.flatten(2).to(dense.dtype)  # (B, Q, hw)
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-8)
+        pooled = weights @ dense.flatten(2).transpose(1, 2)  # (B, Q, C)
+        batch, queries, channels = pooled.shape
+        x = self.clip.visual.trunk.head(pooled.reshape(batch * queries, channels, 1, 1))
+        x = self.clip.visual.head(x)
+        return x.view(batch, queries, -1)
+
+    def _attention_pool(self, dense: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's attention pool with one query per mask, attending only inside its mask.
+
+        The query (mean of all positions + class positional embedding) is the same for every mask, so
+        the attention logits are computed once per image and only the softmax support differs.
+        """
+        pool = self.clip.visual.attnpool
+        batch, channels, height, width = dense.shape
+        heads = pool.num_heads
+        head_dim = channels // heads
+
+        pos = pool.positional_embedding.to(dense.dtype)  # (1 + g*g, C)
+        grid = math.isqrt(pos.shape[0] - 1)
+        spatial_pos = pos[1:].T.reshape(1, channels, grid, grid)
+        spatial_pos = F.interpolate(spatial_pos, size=(height, width), mode="bilinear", align_corners=False)
+        tokens = dense.flatten(2)  # (B, C, hw)
+        key_value = (tokens + spatial_pos.flatten(2)).transpose(1, 2)  # (B, hw, C)
+        query = tokens.mean(-1) + pos[0]  # (B, C)
+
+        # Each head's logit q_h . (W_h kv + b_h) is computed as (W_h^T q_h) . kv: the bias term is the same
+        # at every position, which the softmax ignores, and no key projection of all positions is needed.
+        q = pool.q_proj(query).view(batch, heads, head_dim)
+        q_input = torch.einsum("bhd,hdc->bhc", q, pool.k_proj.weight.view(heads, head_dim, channels))
+        logits = (q_input @ key_value.transpose(1, 2)).unsqueeze(2) / math.sqrt(head_dim)  # (B, heads, 1, hw)
+        v = pool.v_proj(key_value).view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, heads, hw, d)
+
+        inside = masks.flatten(2).unsqueeze(1)  # (B, 1, Q, hw)
+        attention = torch.where(inside, logits, float("-inf")).softmax(-1)  # (B, heads, Q, hw); NaN rows if empty
+        valid = inside.any(-1).squeeze(1)  # (B, Q)
+        attention = attention.nan_to_num(0.0)
+        pooled = (attention @ v).transpose(1, 2).reshape(batch, -1, channels)  # (B, Q, C)
+        embeddings = pool.c_proj(pooled) * valid.unsqueeze(-1)
+        return embeddings, valid
+
+    @torch.no_grad()
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, L) token ids (L <= context length, zero-padded after the end token) -> (N, embed_dim).
+
+        Unnormalised, as open_clip's encode_text. Only the first L positions are computed: with the
+        causal mask no position before the end token sees later ones, so cutting the padding off
+        gives the same embeddings.
+        """
+        clip = self.clip
+        length = tokens.shape[1]
+        dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(tokens).to(dtype) + clip.positional_embedding[:length].to(dtype)
+        x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+        x = clip.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # end token has the largest id
+        return x @ clip.text_projection
+
+
+def _create_open_clip(model_name: str, pretrained: str | None, cache_dir: str | None) -> nn.Module:
+    """Build the open_clip model; bad names, missing weights and wrong checkpoints are InputErrors."""
+    source = f"open_clip {model_name}" + (f"/{pretrained}" if pretrained else "")
+    if model_name not in open_clip.list_models():
+        raise InputError(source, "", "unknown open_clip model name (convolutional CLIPs: RN50, RN101, "
+                                     "convnext_base_w_320, ..., clipvis_toy_rn, clipvis_toy_convnext)")
+    tag_cfg = open_clip.pretrained.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+    if pretrained and not tag_cfg and not os.path.isfile(pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise InputError(pretrained, "", f"neither an open_clip tag of {model_name} (tags: {tags}) "
+                                         "nor an existing checkpoint file")
+    try:
+        # open_clip 3 builds tagged OpenAI weights with plain GELU unless asked; the reference
+        # (open_clip 2.24) used QuickGELU for them, as they were trained.
+        model, _, _ = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, cache_dir=cache_dir,
+            force_quick_gelu=tag_cfg.get("quick_gelu", False))
+    except Exception as e:
+        if not tag_cfg:
+            raise InputError(pretrained, "", f"not a loadable checkpoint of {model_name}: {_one_line(e)}") from None
+        if isinstance(e, RuntimeError):  # open_clip's error for weights it could not fetch or load
+            raise InputError(source, "", f"weights not available ({_one_line(e, 160)}); "
+                                         f"{_where_to_put(tag_cfg, cache_dir)}, or pass "
+                                         f"--set {PRETRAINED_SET_KEY}=/path/to/checkpoint.pt") from None
+        raise
+    return model
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _where_to_put(tag_cfg: dict, cache_dir: str | None) -> str:
+    """Tell the user which file open_clip looks for, and where."""
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import constants
+
+        repo, filename = os.path.split(tag_cfg["hf_hub"])
+        filename = filename or "open_clip_pytorch_model.bin"
+        return (f"put {filename} of huggingface.co/{repo} in the Hugging Face cache "
+                f"{cache_dir or constants.HF_HUB_CACHE} (`hf download {repo} {filename}` on a machine "
+                f"with internet, then copy the cache)")
+    url = tag_cfg["url"]
+    return f"put {os.path.basename(url)} (from {url}) in {cache_dir or os.path.expanduser('~/.cache/clip')}"
+
+
+def _trunk_family(clip: nn.Module, model_name: str) -> str:
+    if not (isinstance(clip, open_clip.CLIP) and clip.text_pool_type == "argmax"
+            and isinstance(clip.text_projection, nn.Parameter)):
+        raise InputError(f"open_clip {model_name}", "", "only CLIPs with open_clip's own text tower "
+                                                        "(end-token pooling, matrix projection) are supported")
+    visual = clip.visual
+    if isinstance(visual, ModifiedResNet):
+        return "resnet"
+    if isinstance(visual, TimmModel) and isinstance(visual.trunk, ConvNeXt):
+        return "convnext"
+    raise InputError(f"open_clip {model_name}", "", "not a convolutional CLIP (ModifiedResNet or timm ConvNeXt trunk)")
