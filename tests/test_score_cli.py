@@ -84,3 +84,32 @@ def test_bench_score_runs_on_a_tiny_problem(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["videos"] == 3 and report["predictions"] == 18 and report["seconds"] >= 0
     assert 0.0 <= report["AP"] <= 1.0
+
+
+def test_scores_every_variant_of_an_infer_run_against_a_registered_benchmark(tiny_world, tmp_path):
+    from clipvis.cli import main
+    from clipvis.io import read_json, write_json
+
+    gt = read_json(tiny_world / "toy" / "toy_lvvis" / "annotations.json")
+    perfect = [{"video_id": a["video_id"], "category_id": a["category_id"], "score": 0.9,
+                "segmentations": a["segmentations"]} for a in gt["annotations"]]
+    infer_dir = tmp_path / "infer"
+    write_json(infer_dir / "exact" / "results.json", perfect)
+    write_json(infer_dir / "empty" / "results.json", [])
+    write_json(infer_dir / "variants.json", {"variants": ["exact", "empty"]})
+
+    code = main(["score", "--benchmark", "toy_lvvis", "--root", str(tiny_world), "--infer-dir", str(infer_dir),
+                 "--out", str(tmp_path / "score")])
+    assert code == 0
+    scores = read_json(tmp_path / "score" / "scores.json")
+    assert scores["flavour"] == "lvvis"
+    assert abs(scores["variants"]["exact"]["AP"] - 1.0) < 1e-9 and scores["variants"]["empty"]["AP"] == 0.0
+    assert (tmp_path / "score" / "exact" / "metrics.per_category.csv").exists()
+
+
+def test_benchmark_without_public_ground_truth_is_refused(tmp_path, capsys):
+    from clipvis.cli import main
+
+    code = main(["score", "--benchmark", "lvvis_test", "--results", "r.json", "--out", str(tmp_path / "m.json")])
+    assert code == 2 and "no public ground truth" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()

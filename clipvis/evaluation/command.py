@@ -9,6 +9,11 @@ Writes two files, each atomically:
 - beside it, OUT's stem + ``.per_category.csv`` (metrics.json -> metrics.per_category.csv): one row
   per category with id, name, group, partition, frequency, split, AP, AP50, num_gt, num_predictions.
 
+With `--benchmark` the ground truth and the flavour come from the benchmark registry. With
+`--infer-dir DIR` (what `clipvis infer --variants ...` wrote), every variant listed in
+DIR/variants.json is scored into OUT/<variant>/metrics.json, and OUT/scores.json (each variant's
+headline metrics) is written last.
+
 Bad input files raise InputError before anything is written.
 """
 
@@ -18,6 +23,7 @@ import csv
 import io
 from pathlib import Path
 
+from clipvis.errors import InputError
 from clipvis.evaluation.video_ap import FLAVOURS
 
 HELP = "score video results: AP/AR exactly as the official LV-VIS, YouTube-VIS or BURST scorer"
@@ -27,14 +33,19 @@ CSV_COLUMNS = ("id", "name", "group", "partition", "frequency", "split", "AP", "
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--gt", required=True, help="ground-truth video annotations (YTVIS-style JSON)")
-    parser.add_argument("--results", required=True,
-                        help="results JSON: [{video_id, category_id, score, segmentations}]")
-    parser.add_argument("--flavour", choices=FLAVOURS, default="lvvis",
-                        help="whose official scorer to reproduce (default: lvvis)")
+    truth = parser.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--gt", help="ground-truth video annotations (YTVIS-style JSON)")
+    truth.add_argument("--benchmark", help="a registered benchmark: its ground truth and scorer flavour")
+    parser.add_argument("--root", help="data root for --benchmark (default: $CLIPVIS_DATA or data)")
+    found = parser.add_mutually_exclusive_group(required=True)
+    found.add_argument("--results", help="results JSON: [{video_id, category_id, score, segmentations}]")
+    found.add_argument("--infer-dir", help="an infer output folder: score every variant in its variants.json")
+    parser.add_argument("--flavour", choices=FLAVOURS,
+                        help="whose official scorer to reproduce (default: the benchmark's, else lvvis)")
     parser.add_argument("--strict-matching", action="store_true",
                         help="burst: one prediction per ground truth (the official BURST scorer lets several match)")
-    parser.add_argument("--out", required=True, help="metrics JSON to write; the per-category CSV goes beside it")
+    parser.add_argument("--out", required=True,
+                        help="metrics JSON to write (the per-category CSV goes beside it); a folder with --infer-dir")
 
 
 def per_category_path(out: str | Path) -> Path:
@@ -44,19 +55,54 @@ def per_category_path(out: str | Path) -> Path:
 
 
 def main(args) -> int:
-    from clipvis.data.formats import load_video_gt, load_video_results
+    from clipvis.data.formats import load_video_gt
+    from clipvis.io import read_json, write_json
+
+    gt_path, flavour = _truth(args)
+    gt = load_video_gt(gt_path)
+    if args.results:
+        score_file(gt, gt_path, args.results, flavour, args.strict_matching, args.out)
+        return 0
+    manifest = Path(args.infer_dir) / "variants.json"
+    variants = read_json(manifest).get("variants")
+    if not isinstance(variants, list) or not variants:
+        raise InputError(manifest, "variants", "expected a non-empty list of variant names")
+    headline = {}
+    for variant in variants:
+        metrics = score_file(gt, gt_path, Path(args.infer_dir) / variant / "results.json", flavour,
+                             args.strict_matching, Path(args.out) / variant / "metrics.json")
+        headline[variant] = {key: metrics[key] for key in SUMMARY_KEYS}
+    write_json(Path(args.out) / "scores.json", {"flavour": flavour, "gt": str(gt_path), "variants": headline}, indent=2)
+    return 0
+
+
+def _truth(args) -> tuple[Path, str]:
+    """The ground-truth file and the scorer flavour, from --gt/--flavour or the benchmark registry."""
+    if args.gt:
+        return Path(args.gt), args.flavour or "lvvis"
+    from clipvis.data.benchmarks import get_benchmark, resolve_root
+
+    benchmark = get_benchmark(args.benchmark)
+    if not benchmark.has_public_gt or benchmark.scorer is None:
+        raise InputError("--benchmark", args.benchmark,
+                         f"has no public ground truth; submit its results to {benchmark.server}")
+    return benchmark.annotation_path(resolve_root(args.root)), args.flavour or benchmark.scorer
+
+
+def score_file(gt: dict, gt_path, results_path, flavour: str, strict_matching: bool, out) -> dict:
+    """Score one results file against loaded ground truth; write the metrics JSON and CSV; return the metrics."""
+    from clipvis.data.formats import load_video_results
     from clipvis.evaluation.video_ap import evaluate_videos
     from clipvis.io import write_json, write_text
 
-    gt = load_video_gt(args.gt)
-    results = load_video_results(args.results, gt)
-    scored = evaluate_videos(gt, results, flavour=args.flavour, strict_matching=args.strict_matching)
+    results = load_video_results(results_path, gt)
+    scored = evaluate_videos(gt, results, flavour=flavour, strict_matching=strict_matching)
     report = {
         "flavour": scored.flavour,
         "matching": scored.matching,
-        "strict_matching": args.strict_matching,
-        "gt": str(args.gt),
-        "results": str(args.results),
+        "strict_matching": strict_matching,
+        "gt": str(gt_path),
+        "results": str(results_path),
         "counts": {
             "videos": len(gt["videos"]),
             "categories": len(scored.category_ids),
@@ -66,12 +112,12 @@ def main(args) -> int:
         },
         "metrics": scored.metrics,
     }
-    write_text(per_category_path(args.out), _csv(scored.per_category))
-    write_json(args.out, report, indent=2)
-    print(f"flavour {scored.flavour}; matching: {scored.matching}")
+    write_text(per_category_path(out), _csv(scored.per_category))
+    write_json(out, report, indent=2)
+    print(f"{results_path}: flavour {scored.flavour}; matching: {scored.matching}")
     print(_table(scored.metrics))
-    print(f"wrote {args.out} and {per_category_path(args.out)}")
-    return 0
+    print(f"wrote {out} and {per_category_path(out)}")
+    return scored.metrics
 
 
 def _csv(rows: list[dict]) -> str:

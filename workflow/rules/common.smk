@@ -1,0 +1,41 @@
+# Targets and lookups shared by the rules (configuration only; no stage logic).
+
+from clipvis.config import load_config
+from clipvis.data.benchmarks import get_benchmark
+
+
+def params_file(model):
+    return f"{S['params_dir']}/{model}.yaml"
+
+
+def variants_of(model, benchmark):
+    """Test-time variants run for a (model, benchmark): the ablations on the ablation model."""
+    if model == S["ablation_model"] and benchmark in S["ablation_benchmarks"]:
+        return S["ablation_variants"]
+    return ["default"]
+
+
+def data_ready(benchmark):
+    """The data stage's output that a stage reading `benchmark` waits for."""
+    return f"{ROOT}/toy/world.json" if benchmark.startswith("toy") else f"{ROOT}/.checked/{benchmark}"
+
+
+def train_data(wildcards):
+    return data_ready(load_config(params_file(wildcards.model)).data.train)
+
+
+def has_public_gt(benchmark):
+    return get_benchmark(benchmark).has_public_gt
+
+
+def evaluation_targets():
+    """Metrics where the ground truth is public; the server-ready results otherwise."""
+    targets = []
+    for model in S["models"]:
+        for benchmark in S["benchmarks"]:
+            stage = "score/{}/scores.json" if has_public_gt(benchmark) else "infer/{}/variants.json"
+            targets.append(f"{RUNS}/{model}/" + stage.format(benchmark))
+    return targets
+
+
+TABLES = expand("reports/tables/table{n}.md", n=range(1, 7)) + ["reports/index.html"]

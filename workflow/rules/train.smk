@@ -1,0 +1,25 @@
+# Segmenter training: image training (LVIS / COCO) and video fine-tuning from another model.
+
+FINETUNED = S.get("init", {})
+CLIP_WEIGHTS = [f"{RUNS}/clip/toy_clip.pt"] if S["pretrain_clip"] else []
+
+
+def clip_set(wildcards=None):
+    """At toy scale the CLIP weights are the ones the pipeline pretrained."""
+    return f"clip.pretrained={CLIP_WEIGHTS[0]}" if CLIP_WEIGHTS else ""
+
+
+rule train:
+    input: train_data, CLIP_WEIGHTS
+    output: f"{RUNS}/{{model}}/train/model_final.pt"
+    wildcard_constraints: model="(?!(?:" + "|".join(FINETUNED or ["-"]) + ")/)[^/]+"  # the others
+    params: params=lambda w: params_file(w.model), clip=clip_set
+    shell: "clipvis train --params {params.params} --set data.root={ROOT} {params.clip} --out {RUNS}/{wildcards.model}/train"
+
+
+rule finetune:
+    input: init=lambda w: f"{RUNS}/{FINETUNED[w.model]}/train/model_final.pt", data=train_data
+    output: f"{RUNS}/{{model}}/train/model_final.pt"
+    wildcard_constraints: model="|".join(FINETUNED or ["-"])
+    params: params=lambda w: params_file(w.model), clip=clip_set
+    shell: "clipvis finetune --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {RUNS}/{wildcards.model}/train"
