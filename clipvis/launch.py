@@ -50,7 +50,8 @@ class DistributedCall:
     def __call__(self) -> Any:
         import submitit
 
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        # sbatch hands the job the submitter's environment: replace any RANK/MASTER_* found there.
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         return self.fn(*self.args, **self.kwargs)
 
     def checkpoint(self, *args: Any, **kwargs: Any):
