@@ -1,16 +1,16 @@
 # Two commands: `make toy` (set up, then run the toy pipeline end to end) and `make test`.
-# TORCH selects the torch build; the default pair is the one that installs and runs on a CPU-only
-# machine of ours (see README, "GPU machines" for CUDA wheels).
+# TORCH selects the torch build; the default pair installs and runs on our CPU-only machines
+# (see README, "GPU machines", for CUDA wheels).
 VENV  ?= .venv
-PY    := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup toy test
+.PHONY: setup system-deps toy test
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -19,9 +19,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(VENV)/bin/pip install $(TORCH) -e '.[test]'
 	touch $@
 
-toy: setup
-	$(VENV)/bin/clipvis data --benchmark toy --root data
-	$(VENV)/bin/clipvis score --gt data/toy/toy_lvvis/annotations.json --results data/toy/toy_lvvis/oracle_results.json --out reports/toy_oracle_metrics.json
+# Debian packages the tests use: headless Chromium (report screenshot). SLURM installs itself
+# in scripts/slurm/start.sh when the SLURM tests start.
+system-deps:
+	scripts/system_deps.sh
 
-test: setup
-	$(PY) -m pytest -q tests
+toy: setup
+	snakemake --cores 2 reproduce_all
+
+test: setup system-deps
+	python -m pytest -q tests

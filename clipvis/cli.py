@@ -19,6 +19,8 @@ COMMANDS = {
     "train": "clipvis.train_command",
     "finetune": "clipvis.train_command",
     "score": "clipvis.evaluation.command",
+    "tables": "clipvis.reports.command",
+    "compare": "clipvis.reports.compare_command",
     "bench": "clipvis.bench",
 }
 

@@ -1,0 +1,31 @@
+"""`clipvis tables --scale toy|paper`: Tables I–VI (ours / paper) as Markdown, LaTeX and HTML, the figures,
+and OUT/index.html, all read from the run files under --runs (and the MLflow store for training curves)."""
+
+from __future__ import annotations
+
+DEFAULT_DATA_ROOTS = {"toy": "data", "paper": "datasets"}  # data.root of params/toy and params/paper
+
+HELP = "write Tables I-VI (ours beside the paper's), the figures and index.html from the run files"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--scale", choices=["toy", "paper"], default="toy", help="which runs to report (default: toy)")
+    parser.add_argument("--runs", default="runs", help="runs folder: RUNS/{scale}/{model}/... (default: runs)")
+    parser.add_argument("--out", default="reports", help="report folder (default: reports)")
+    parser.add_argument("--data", help="data root with the benchmarks' frames, for the matching GIFs (default: "
+                                       "$CLIPVIS_DATA, else data at toy scale and datasets at paper scale)")
+    parser.add_argument("--samples", help="toy-world sample sheet to show (default at toy scale: the one "
+                                          "`clipvis data` writes, reports/toy_world_samples.png)")
+
+
+def main(args) -> int:
+    from clipvis.data.benchmarks import resolve_root
+    from clipvis.data.toy_samples import DEFAULT_SAMPLES_PATH
+    from clipvis.reports.html import write_report
+
+    samples = args.samples or (DEFAULT_SAMPLES_PATH if args.scale == "toy" else None)
+    data_root = resolve_root(args.data, DEFAULT_DATA_ROOTS[args.scale])
+    report = write_report(args.scale, args.runs, args.out, data_root, samples=samples)
+    for path in [*report.tables, *report.images, report.index]:
+        print(path)
+    return 0

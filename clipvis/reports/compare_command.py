@@ -1,0 +1,89 @@
+"""`clipvis compare`: MLflow runs side by side — run name, stage, AP, APn, FPS and the config keys
+whose values differ between the listed runs.
+
+    clipvis compare --experiment toy/toy --filter "params.matching.strategy = 'topk'"
+    clipvis compare --columns train.lr metrics.loss_mask
+
+The store is the pipeline's (`MLFLOW_TRACKING_URI`, else runs/mlflow.db).
+"""
+
+from __future__ import annotations
+
+HELP = "compare MLflow runs: run name, stage, AP, APn, FPS and the config keys that differ"
+
+# Shown name -> MLflow column, in order; a column no listed run has is left out.
+BASE_COLUMNS = {"experiment": "experiment", "run": "tags.mlflow.runName", "stage": "tags.stage",
+                "AP": "metrics.AP", "APn": "metrics.APn", "FPS": "metrics.fps"}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--experiment", nargs="+", metavar="E",
+                        help="experiment name(s), e.g. toy/toy (default: every experiment)")
+    parser.add_argument("--filter", default="", metavar="F",
+                        help="MLflow search filter, e.g. \"params.matching.strategy = 'topk'\" or \"tags.stage = 'infer'\"")
+    parser.add_argument("--columns", nargs="+", default=[], metavar="C",
+                        help="more columns: a config key (train.lr), or params./metrics./tags. followed by a key")
+    parser.add_argument("--max-runs", type=int, default=100, help="at most this many runs, newest first (default 100)")
+
+
+def main(args) -> int:
+    import pandas as pd
+
+    table = compare_runs(args.experiment, args.filter, args.columns, args.max_runs)
+    if table.empty:
+        print("no runs match")
+        return 0
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 40):
+        print(table.to_string(index=False, na_rep="-"))
+    return 0
+
+
+def compare_runs(experiments: list[str] | None, filter_string: str = "", columns: list[str] = (),
+                 max_runs: int = 100):
+    """A DataFrame, one row per run (newest first): BASE_COLUMNS, then the params that differ, then `columns`."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from clipvis.errors import InputError
+    from clipvis.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.tracking.MlflowClient()
+    known = {experiment.name: experiment.experiment_id for experiment in client.search_experiments()}
+    for name in experiments or ():
+        if name not in known:
+            raise InputError("--experiment", name, f"no such experiment (known: {', '.join(sorted(known)) or 'none'})")
+    ids = [known[name] for name in experiments] if experiments else list(known.values())
+    if not ids:
+        return pd.DataFrame()
+    try:
+        runs = mlflow.search_runs(experiment_ids=ids, filter_string=filter_string, max_results=max_runs,
+                                  output_format="pandas")
+    except MlflowException as e:
+        raise InputError("--filter", filter_string, e.message) from None
+    if runs.empty:
+        return pd.DataFrame()
+    names = {experiment_id: name for name, experiment_id in known.items()}
+    runs["experiment"] = runs["experiment_id"].map(names)
+
+    shown = {name: column for name, column in BASE_COLUMNS.items() if column in runs}
+    params = [column for column in runs if column.startswith("params.")]
+    shown |= {column.removeprefix("params."): column for column in params
+              if runs[column].nunique(dropna=False) > 1}
+    for column in columns:
+        found = _find_column(runs, column)
+        if found is None:
+            raise InputError("--columns", column, "no listed run has it (try params.KEY, metrics.KEY or tags.KEY)")
+        shown[column] = found
+    return runs[list(shown.values())].set_axis(list(shown), axis=1)
+
+
+def _find_column(runs, name: str) -> str | None:
+    for candidate in (name, f"params.{name}", f"metrics.{name}", f"tags.{name}"):
+        if candidate in runs:
+            return candidate
+    return None
