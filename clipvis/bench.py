@@ -11,25 +11,44 @@ import json
 
 HELP = "measure speed and memory; prints JSON"
 
+# topic -> (function "module:name", help)
 TOPICS = {
-    "score": "clipvis.evaluation.bench",
+    "score": ("clipvis.evaluation.bench:run", "the video AP scorer on an LV-VIS-sized problem"),
+    "model": ("clipvis.model.bench:run_model", "per-frame time of each model part, RN50 and ConvNeXt-B"),
+    "complexity": ("clipvis.model.bench:run_complexity", "FLOPs and frames/s of a trained model (Table VI)"),
+    "infer": ("clipvis.video.bench:run_infer", "frames/s of streaming inference and its time shares"),
+    "memory": ("clipvis.video.bench:run_memory", "peak memory of a 100- vs 1,000-frame video"),
 }
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("topic", choices=sorted(TOPICS), help="what to measure")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--videos", type=int, default=837, help="score: number of videos")
-    parser.add_argument("--categories", type=int, default=1196, help="score: vocabulary size")
-    parser.add_argument("--per-video", type=int, default=50, help="score: predictions per video")
-    parser.add_argument("--frames", type=int, default=30, help="score: frames per video")
-    parser.add_argument("--height", type=int, default=720, help="score: frame height")
-    parser.add_argument("--width", type=int, default=1280, help="score: frame width")
-    parser.add_argument("--out", help="also write the JSON to this file")
+    topics = parser.add_subparsers(dest="topic", required=True, metavar="TOPIC")
+    for name, (_, help_text) in TOPICS.items():
+        topic = topics.add_parser(name, help=help_text, description=help_text)
+        topic.add_argument("--seed", type=int, default=0)
+        topic.add_argument("--out", help="also write the JSON to this file")
+        if name == "score":
+            topic.add_argument("--videos", type=int, default=837)
+            topic.add_argument("--categories", type=int, default=1196)
+            topic.add_argument("--per-video", type=int, default=50, help="predictions per video")
+            topic.add_argument("--frames", type=int, default=30, help="frames per video")
+            topic.add_argument("--height", type=int, default=720)
+            topic.add_argument("--width", type=int, default=1280)
+        if name in ("model", "complexity"):
+            topic.add_argument("--repeats", type=int, default=3, help="timed runs; the minimum is reported")
+            topic.add_argument("--height", type=int, default=480)
+            topic.add_argument("--width", type=int, default=640)
+        if name == "complexity":
+            topic.add_argument("--params", required=True)
+            topic.add_argument("--checkpoint", required=True)
+            topic.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+        if name == "infer":
+            topic.add_argument("--infer-frames", type=int, default=10, help="frames timed per model")
 
 
 def main(args) -> int:
-    result = importlib.import_module(TOPICS[args.topic]).run(args)
+    module_name, function_name = TOPICS[args.topic][0].split(":")
+    result = getattr(importlib.import_module(module_name), function_name)(args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -22,4 +22,5 @@ rule complexity:
     input: checkpoint=f"{RUNS}/{{model}}/train/model_final.pt", clip=CLIP_WEIGHTS
     output: f"{RUNS}/{{model}}/bench/complexity.json"
     params: params=lambda w: params_file(w.model), clip=clip_set
-    shell: "clipvis bench complexity --params {params.params} --checkpoint {input.checkpoint} --set {params.clip} --out {output}"
+    shell: "clipvis bench complexity --params {params.params} --checkpoint {input.checkpoint} --set {params.clip}"
+           " --height {S[complexity_frame][0]} --width {S[complexity_frame][1]} --out {output}"
