@@ -271,3 +271,12 @@ def test_matching_gifs_compare_the_variants_on_videos_where_they_differ(tiny_wor
     with Image.open(written[0]) as gif:
         assert gif.n_frames == len(videos[1]["file_names"])
         assert gif.size[0] == 2 * 320  # two panels, each scaled to 320 pixels wide
+
+
+def test_measured_values_list_only_measured_cells_flat(toy_runs):
+    from clipvis.reports.tables import measured_values
+
+    values = measured_values(build_tables("toy", toy_runs))
+    assert values["table1/default · default/LV-VIS val AP"] == 12.349
+    assert values["table5/default · T5_K1/LV-VIS AP"] == 25.0
+    assert not any("no_woc_no_tkm" in key for key in values)  # missing runs are not listed

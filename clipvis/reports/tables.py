@@ -169,6 +169,18 @@ def build_table(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> Table:
                  tuple(column.title for column in paper_table.columns), tuple(groups), notes)
 
 
+def measured_values(tables: list[Table]) -> dict[str, float]:
+    """Every measured cell as a flat {"table2/default · woc_no_tkm/LV-VIS AP": value} (for `dvc metrics`)."""
+    values = {}
+    for table in tables:
+        for group in table.groups:
+            for row in group.rows:
+                for column_group, title, cell in zip(table.column_groups, table.column_titles, row.cells):
+                    if cell.status == "measured":
+                        values[f"{table.key}/{row.run}/{column_group} {title}".strip()] = round(cell.value, 3)
+    return values
+
+
 def _complexity_notes(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> list[str]:
     """Where our FLOPs/FPS were measured (device, frame size), one note per measured model."""
     if not any(column.source == "complexity" for column in paper_table.columns):
