@@ -5,8 +5,8 @@
 
 from snakemake.utils import validate
 
-configfile: "workflow/config.yaml"
-validate(config, "workflow/schemas/config.schema.yaml")
+configfile: f"{workflow.basedir}/workflow/config.yaml"
+validate(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 SCALE = config["scale"]
 S = config[SCALE]

@@ -1,0 +1,225 @@
+"""`clipvis infer`: segment every video of a benchmark with a trained checkpoint -> DIR/results.json.
+
+Each finished video's records are written atomically to DIR/progress/<video_id>.json, so a killed
+run resumes at the next unfinished video. DIR/progress/settings.json records what the progress was
+made with (benchmark, checkpoint hash, the settings that change results); a rerun with other settings
+is refused rather than mixed in. DIR/results.json (all videos, in annotation order) and
+DIR/config.yaml are written at the end, atomically.
+
+With `--variants A B ...` (names in params/variants.yaml: test-time matching/scoring settings) the
+network runs once per frame for all of them and each variant gets its own folder DIR/<variant>/
+(results.json, progress/, config.yaml); DIR/variants.json, written last, lists them. For a benchmark
+without public ground truth, each results.json is also zipped as submission.zip for the official server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from clipvis.errors import InputError
+from clipvis.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+HELP = "segment every video of a benchmark with a trained checkpoint (writes results.json, resumable)"
+
+PROGRESS_DIR = "progress"
+SETTINGS_FILE = "settings.json"
+RESULTS_FILE = "results.json"
+VARIANTS_FILE = "variants.json"
+SUBMISSION_FILE = "submission.zip"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--params", required=True, help="params YAML (e.g. params/toy/default.yaml)")
+    parser.add_argument("--benchmark", required=True, help="registered video benchmark, e.g. toy_lvvis, lvvis_val")
+    parser.add_argument("--checkpoint", required=True, help="trained segmenter checkpoint (.pt)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. matching.topk=5")
+    parser.add_argument("--root", help="data root (default: $CLIPVIS_DATA, else the config's data.root)")
+    parser.add_argument("--out", required=True, help="output folder (results.json, progress/, config.yaml)")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="test-time variants from --variants-file, all in one pass: DIR/<variant>/results.json")
+    parser.add_argument("--variants-file", default="params/variants.yaml",
+                        help="variant name -> list of KEY=VALUE overrides (default: params/variants.yaml)")
+
+
+def main(args) -> int:
+    from clipvis.config import load_config
+
+    if not args.variants:
+        cfg = load_config(args.params, args.overrides)
+        print(infer_benchmark(cfg, args.benchmark, args.checkpoint, args.out, root=args.root)[""])
+        return 0
+    variants = {name: load_config(args.params, args.overrides + overrides)
+                for name, overrides in read_variants(args.variants_file, args.variants).items()}
+    paths = infer_benchmark(variants, args.benchmark, args.checkpoint, args.out, root=args.root)
+    write_json(Path(args.out) / VARIANTS_FILE, {"benchmark": args.benchmark, "variants": list(paths)}, indent=1)
+    print(Path(args.out) / VARIANTS_FILE)
+    return 0
+
+
+def read_variants(path: str | Path, names: list[str]) -> dict[str, list[str]]:
+    """The overrides of each named variant; unknown names and malformed entries are InputErrors."""
+    from clipvis.io import read_yaml
+
+    table = read_yaml(path)
+    if not isinstance(table, dict):
+        raise InputError(path, "", "expected a mapping of variant name -> list of KEY=VALUE overrides")
+    for name in names:
+        if name not in table:
+            raise InputError(path, name, f"unknown variant (known: {', '.join(table)})")
+        if not isinstance(table[name], list) or not all(isinstance(item, str) for item in table[name]):
+            raise InputError(path, name, "expected a list of KEY=VALUE strings")
+    return {name: table[name] for name in names}
+
+
+def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: str | Path,
+                    root: str | Path | None = None, tracking: bool = True) -> dict[str, Path]:
+    """Run (or resume) inference on every video of `benchmark_name`.
+
+    `cfg` is one Config (output in `out_dir`) or {variant name: Config} (output in out_dir/<name>);
+    returns {variant: results.json path}, with "" for the single config.
+    """
+    from tqdm import tqdm
+
+    from clipvis.config import save_config, to_dict
+    from clipvis.data.benchmarks import get_benchmark, resolve_root
+    from clipvis.data.vocabularies import categories
+    from clipvis.model.clip_encoder import file_sha256
+    from clipvis.model.text_classifier import text_embeddings
+    from clipvis.tracking import stage_run
+    from clipvis.video import inference
+    from clipvis.video.frames import image_file_frames
+
+    variants = cfg if isinstance(cfg, dict) else {"": cfg}
+    cfg = next(iter(variants.values()))
+    out_dirs = {name: Path(out_dir) / name for name in variants}
+    benchmark = get_benchmark(benchmark_name)
+    root = resolve_root(root, cfg.data.root)
+    _require_video_benchmark(benchmark, root)
+    annotation_path, image_root = benchmark.annotation_path(root), benchmark.image_path(root)
+    videos = benchmark_videos(annotation_path)
+    if not Path(checkpoint).is_file():
+        raise InputError(checkpoint, "", "checkpoint not found")
+
+    checkpoint_sha256 = file_sha256(checkpoint)
+    settings = {name: {"benchmark": benchmark.name, "checkpoint_sha256": checkpoint_sha256,
+                       "clip": to_dict(c.clip) | {"text_cache": None}, "model": to_dict(c.model),
+                       "matching": to_dict(c.matching), "scoring": to_dict(c.scoring),
+                       "resize": [c.infer.min_size, c.infer.max_size]} for name, c in variants.items()}
+    for name in variants:
+        _check_progress_settings(out_dirs[name] / PROGRESS_DIR, settings[name])
+
+    device = inference.inference_device(cfg.infer.device)
+    model = inference.load_inference_model(cfg, checkpoint, device)
+    vocabulary = categories(benchmark, root)
+    text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
+    category_ids = [c["id"] for c in vocabulary]
+    for name, variant in variants.items():
+        save_config(variant, out_dirs[name] / "config.yaml")
+        write_json(out_dirs[name] / PROGRESS_DIR / SETTINGS_FILE, settings[name], indent=1)
+
+    def progress_file(name: str, video: dict) -> Path:
+        return out_dirs[name] / PROGRESS_DIR / f"{video['id']}.json"
+
+    todo = [video for video in videos if not all(progress_file(name, video).exists() for name in variants)]
+    if len(todo) < len(videos):
+        log.info("resuming: %d of %d videos already done", len(videos) - len(todo), len(videos))
+    timings: dict[str, float] = {}
+    tracker = stage_run(cfg, "infer", run_name=f"infer {benchmark.name}") if tracking else contextlib.nullcontext()
+    with tracker as mlflow:
+        total = sum(len(video["file_names"]) for video in videos)
+        bar = tqdm(total=total, initial=total - sum(len(video["file_names"]) for video in todo), unit="frame",
+                   desc=f"infer {benchmark.name}")
+        frames_done, started = 0, time.perf_counter()
+        for video in todo:
+            frames = image_file_frames([image_root / name for name in video["file_names"]], video["height"],
+                                       video["width"], listed_in=annotation_path, name=str(video["id"]))
+            records = inference.segment_video_variants(model, frames, text, variants, video["id"], category_ids,
+                                                       timings, on_frames=bar.update)
+            for name in variants:
+                write_json(progress_file(name, video), records[name])
+            frames_done += len(video["file_names"])
+        bar.close()
+        seconds = time.perf_counter() - started
+        results_paths = {name: _gather_results(out_dirs[name] / RESULTS_FILE,
+                                               [progress_file(name, video) for video in videos])
+                         for name in variants}
+        if not benchmark.has_public_gt:
+            for path in results_paths.values():
+                _zip_for_server(path)
+        if mlflow and frames_done:
+            mlflow.log_metrics({"fps": frames_done / seconds, "frames": frames_done, "videos": len(todo),
+                                **{f"seconds_{part}": value for part, value in timings.items()}})
+        if mlflow:
+            mlflow.log_artifact(str(out_dirs[next(iter(variants))] / "config.yaml"))
+    log.info("%d videos, %d frames in %.1f s; results in %s", len(todo), frames_done, seconds,
+             ", ".join(str(path) for path in results_paths.values()))
+    return results_paths
+
+
+def benchmark_videos(path: Path) -> list[dict]:
+    """The `videos` of a YTVIS-style file (annotations not needed: test sets have none), checked."""
+    from clipvis.data.formats import JsonChecker
+
+    data = read_json(path)
+    checker = JsonChecker(path)
+    checker.check(data, "object", "")
+    videos = checker.records(data, "videos")
+    checker.index_by_id(videos, "videos")
+    for i, video in enumerate(videos):
+        where = f"videos[{i}]"
+        checker.get(video, "height", where, "positive int")
+        checker.get(video, "width", where, "positive int")
+        if not checker.get(video, "file_names", where, "str list"):
+            checker.fail(f"{where}.file_names", "the video has no frames")
+    return videos
+
+
+def _require_video_benchmark(benchmark, root: Path) -> None:
+    from clipvis.data.benchmarks import missing_paths
+
+    if benchmark.kind != "video":
+        raise InputError("--benchmark", benchmark.name, "is an image benchmark; infer runs on video benchmarks")
+    for missing in missing_paths(benchmark, root):
+        how = f"; {benchmark.manual}" if benchmark.manual else ""
+        raise InputError(missing.path, "", f"{'folder' if missing.is_dir else 'file'} of {benchmark.name} "
+                                           f"is missing{how}")
+
+
+def _check_progress_settings(progress_dir: Path, settings: dict) -> None:
+    """Refuse to resume progress made with other settings."""
+    path = progress_dir / SETTINGS_FILE
+    if path.exists() and read_json(path) != json.loads(json.dumps(settings)):
+        raise InputError(path, "", "the progress in this folder was made with other settings (benchmark, "
+                                   "checkpoint, model, matching, scoring or resize); use another --out or delete "
+                                   f"{progress_dir}")
+
+
+def _zip_for_server(results: Path) -> Path:
+    """results.json zipped beside it, as the official evaluation servers take it."""
+    import zipfile
+
+    path = results.with_name(SUBMISSION_FILE)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(results, RESULTS_FILE)
+    return path
+
+
+def _gather_results(path: Path, progress_files: list[Path]) -> Path:
+    """Concatenate the per-video record lists into one JSON list, one video in memory at a time."""
+    with atomic_path(path) as tmp, tmp.open("w") as out:
+        out.write("[")
+        first = True
+        for progress_file in progress_files:
+            body = progress_file.read_text().strip()[1:-1].strip()  # the records without the list brackets
+            if body:
+                out.write(body if first else "," + body)
+                first = False
+        out.write("]")
+    return path

@@ -1,0 +1,99 @@
+"""`clipvis segment INPUT --vocab "cat,dog"`: open-vocabulary segmentation of any video or frame folder.
+
+Writes to --out: results.json (YTVIS records with `category_name` added; category ids are 1-based
+vocabulary positions), overlay.mp4 and overlay.gif (every track scoring at least --min-score, in its
+own colour with its class name and score) and contact_sheet.png (a few frames in a grid).
+The video is read twice, once to segment and once to draw, so memory does not grow with its length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HELP = "segment a video (mp4/webm/avi or a folder of frames) with an open vocabulary; writes results and overlays"
+
+GIF_MAX_FRAMES = 60  # the GIF shows every n-th frame so that at most this many remain
+GIF_MAX_WIDTH = 320
+SHEET_FRAMES = 8
+SHEET_MAX_WIDTH = 320
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="video file (mp4, webm, avi, ...) or folder of JPEG/PNG frames")
+    vocab = parser.add_mutually_exclusive_group(required=True)
+    vocab.add_argument("--vocab", metavar="'a,b,c'", help="comma-separated class names")
+    vocab.add_argument("--vocab-file", type=Path, metavar="FILE",
+                       help="one class name per line (commas inside a line separate synonyms)")
+    parser.add_argument("--checkpoint", help="trained segmenter checkpoint (without it: random weights, for trying "
+                                             "the command out only)")
+    parser.add_argument("--params", help="params YAML (default: the built-in toy defaults)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. infer.device=cpu")
+    parser.add_argument("--min-score", type=float, default=0.1, help="draw tracks scoring at least this (default 0.1)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+
+
+def main(args: argparse.Namespace) -> int:
+    from clipvis.config import load_config
+    from clipvis.model.embed_command import read_vocabulary
+    from clipvis.video.frames import open_frames
+
+    source = open_frames(args.input)
+    class_names = read_vocabulary(argparse.Namespace(benchmark=None, vocab=args.vocab, vocab_file=args.vocab_file))
+    cfg = load_config(args.params, args.overrides)
+    records = segment(source, class_names, cfg, args.checkpoint)
+
+    from clipvis.data.formats import write_video_results
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_video_results(args.out / "results.json", records)
+    write_overlays(source, records, class_names, args.min_score, args.out)
+    print(args.out)
+    return 0
+
+
+def segment(source, class_names: list[str], cfg, checkpoint: str | None) -> list[dict]:
+    """Result records of one FrameSource, each with `category_name`."""
+    from tqdm import tqdm
+
+    from clipvis.model.text_classifier import text_embeddings
+    from clipvis.video.inference import inference_device, load_inference_model, segment_video
+
+    model = load_inference_model(cfg, checkpoint, inference_device(cfg.infer.device))
+    text = text_embeddings(model.clip, class_names, cfg.clip.text_cache)
+    with tqdm(total=source.length, unit="frame", desc=f"segment {source.name}") as bar:
+        records = segment_video(model, source, text, cfg, video_id=1, on_frames=bar.update)
+    for record in records:
+        record["category_name"] = class_names[record["category_id"] - 1]
+    return records
+
+
+def write_overlays(source, records: list[dict], class_names: list[str], min_score: float, out_dir: Path) -> None:
+    """overlay.mp4, overlay.gif and contact_sheet.png of the tracks scoring at least `min_score`."""
+    from clipvis.reports import overlays
+
+    tracks = overlays.tracks_from_results(records, dict(enumerate(class_names, start=1)), min_score)
+    log.info("%d of %d tracks score at least %.2f", len(tracks), len(records), min_score)
+    frame_count = len(records[0]["segmentations"])
+    gif_step = -(-frame_count // GIF_MAX_FRAMES)
+    sheet_indices = sorted({round(i * (frame_count - 1) / max(SHEET_FRAMES - 1, 1))
+                            for i in range(SHEET_FRAMES)})
+    gif_frames, sheet_frames = [], []
+
+    def drawn_frames():
+        for index, frame in enumerate(source):
+            drawn = overlays.draw_tracks(frame.permute(1, 2, 0).numpy(), tracks, index)
+            if index % gif_step == 0:
+                gif_frames.append(overlays.thumbnail(drawn, GIF_MAX_WIDTH))
+            if index in sheet_indices:
+                sheet_frames.append(overlays.thumbnail(drawn, SHEET_MAX_WIDTH))
+            yield drawn
+
+    overlays.write_mp4(out_dir / "overlay.mp4", drawn_frames(), source.fps)
+    overlays.write_gif(out_dir / "overlay.gif", gif_frames, source.fps / gif_step)
+    overlays.write_png(out_dir / "contact_sheet.png",
+                       overlays.contact_sheet(sheet_frames, [f"frame {i}" for i in sheet_indices]))

@@ -1,0 +1,205 @@
+import argparse
+import contextlib
+import json
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipvis import tracking
+from clipvis.config import load_config
+from clipvis.errors import InputError
+from clipvis.model.clipvis_model import CLIPVIS
+from clipvis.train import save_checkpoint
+from clipvis.video import infer_command, inference, segment_command
+
+PARAMS = """
+clip:
+  model: clipvis_toy_rn
+  pretrained: {clip}
+  text_cache: {cache}
+data:
+  root: {root}
+model: {{hidden_dim: 32, mask_dim: 32, num_queries: 10, heads: 4, enc_layers: 1, dec_layers: 3,
+         dec_ffn_dim: 64, enc_ffn_dim: 64}}
+infer: {{min_size: 48, frames_per_chunk: 2, device: cpu}}
+scoring: {{detections_per_video: 5}}
+"""
+CATEGORIES = [{"id": 1, "name": "cat", "partition": 0}, {"id": 2, "name": "dog", "partition": 2},
+              {"id": 5, "name": "red ball", "partition": 1}]
+
+
+def frame_pixels(seed, height=64, width=80):
+    """A dark frame with a bright rectangle at a seeded place."""
+    rng = np.random.default_rng(seed)
+    frame = np.full((height, width, 3), 30, dtype=np.uint8)
+    top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+    frame[top:top + 24, left:left + 30] = rng.integers(120, 256, size=3)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A toy benchmark of two 3-frame videos, a random toy CLIP saved as a weights file, params and a checkpoint."""
+    base = tmp_path_factory.mktemp("world")
+    root = base / "data"
+    bench = root / "toy" / "toy_lvvis"
+    videos = []
+    for video_id in (1, 2):
+        names = []
+        for t in range(3):
+            name = f"v{video_id}/{t:05d}.png"
+            (bench / "JPEGImages" / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(frame_pixels(10 * video_id + t)).save(bench / "JPEGImages" / name)
+            names.append(name)
+        videos.append({"id": video_id, "height": 64, "width": 80, "length": 3, "file_names": names})
+    (bench / "annotations.json").write_text(json.dumps({"videos": videos, "annotations": [],
+                                                        "categories": CATEGORIES}))
+    (root / "toy" / "categories.json").write_text(json.dumps({"categories": CATEGORIES}))
+
+    torch.manual_seed(0)
+    clip_path = base / "toy_clip.pt"
+    params = base / "params.yaml"
+    params.write_text(PARAMS.format(clip=clip_path, cache=base / "text_cache", root=root))
+    cfg = load_config(params, ["clip.pretrained=null"])
+    model = CLIPVIS.from_config(cfg.model, cfg.clip)
+    torch.save(model.clip.clip.state_dict(), clip_path)
+    checkpoint = base / "model_final.pt"
+    save_checkpoint(checkpoint, model, None, None, 0, cfg)
+    return {"base": base, "root": root, "params": params, "checkpoint": checkpoint}
+
+
+def parse(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args([str(a) for a in argv])
+
+
+def run_infer(world, out, overrides=(), tracking=False):
+    cfg = load_config(world["params"], list(overrides))
+    return infer_command.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=tracking)[""]
+
+
+class FakeMlflow:
+    def __init__(self, logged):
+        self.logged = logged
+
+    def log_metrics(self, metrics):
+        self.logged.update(metrics)
+
+    def log_artifact(self, path):
+        self.logged.setdefault("artifacts", []).append(path)
+
+
+def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
+    uninterrupted = json.loads(run_infer(world, tmp_path / "full").read_text())
+    assert [r["video_id"] for r in uninterrupted] == [1] * 5 + [2] * 5
+    assert {r["category_id"] for r in uninterrupted} <= {1, 2, 5}
+    assert all(len(r["segmentations"]) == 3 for r in uninterrupted)
+
+    calls = []
+    original = inference.segment_video_variants
+
+    def killed_after_first_video(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args[4])
+        return original(*args, **kwargs)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(inference, "segment_video_variants", killed_after_first_video)
+    with pytest.raises(KeyboardInterrupt):
+        run_infer(world, out)
+    assert (out / "progress" / "1.json").exists() and not (out / "progress" / "2.json").exists()
+    assert not (out / "results.json").exists()
+
+    resumed, logged = [], {}
+    monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: resumed.append(a[4]) or original(*a, **k))
+    monkeypatch.setattr(tracking, "stage_run", lambda cfg, stage, **k: contextlib.nullcontext(FakeMlflow(logged)))
+    assert infer_command.main(parse(infer_command, [
+        "--params", world["params"], "--benchmark", "toy_lvvis", "--checkpoint", world["checkpoint"],
+        "--out", out])) == 0
+    assert resumed == [2]
+    assert logged["frames"] == 3 and logged["videos"] == 1 and logged["fps"] > 0
+    assert json.loads((out / "results.json").read_text()) == uninterrupted
+    assert (out / "config.yaml").exists()
+
+    with pytest.raises(InputError, match="other settings"):
+        run_infer(world, out, ["matching.topk=2"])
+
+
+def test_variants_in_one_pass_equal_separate_runs_and_servers_get_a_zip(world, tmp_path, monkeypatch):
+    variants_file = tmp_path / "variants.yaml"
+    variants_file.write_text("default: []\nadjacent: [matching.strategy=adjacent]\nno_woc: [scoring.weighted=false]\n")
+    out = tmp_path / "variants"
+    assert infer_command.main(parse(infer_command, [
+        "--params", world["params"], "--benchmark", "toy_lvvis", "--checkpoint", world["checkpoint"], "--out", out,
+        "--variants", "default", "adjacent", "no_woc", "--variants-file", variants_file])) == 0
+    assert json.loads((out / "variants.json").read_text())["variants"] == ["default", "adjacent", "no_woc"]
+    for name, overrides in [("default", []), ("adjacent", ["matching.strategy=adjacent"]),
+                            ("no_woc", ["scoring.weighted=false"])]:
+        alone = json.loads(run_infer(world, tmp_path / f"alone_{name}", overrides).read_text())
+        assert json.loads((out / name / "results.json").read_text()) == alone
+    assert not (out / "default" / "submission.zip").exists()  # toy_lvvis has public ground truth
+
+    with pytest.raises(InputError, match="unknown variant"):
+        infer_command.read_variants(variants_file, ["nope"])
+
+
+def test_infer_refuses_a_checkpoint_of_another_decoder_depth(world, tmp_path):
+    with pytest.raises(InputError, match="dec_layers=3 but the config says 4"):
+        run_infer(world, tmp_path / "out", ["model.dec_layers=4"])
+
+
+def write_video(path, frames, fps=4):
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(fps))
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def test_segment_writes_results_and_overlays(world, tmp_path):
+    video = tmp_path / "input.mp4"
+    write_video(video, [frame_pixels(t) for t in range(4)])
+    out = tmp_path / "out"
+    assert segment_command.main(parse(segment_command, [
+        video, "--vocab", "cat, dog", "--checkpoint", world["checkpoint"], "--params", world["params"],
+        "--min-score", "0", "--out", out])) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 5  # detections_per_video
+    assert {r["category_name"] for r in results} <= {"cat", "dog"}
+    assert all(r["category_name"] == ["cat", "dog"][r["category_id"] - 1] for r in results)
+    assert all(len(r["segmentations"]) == 4 and r["segmentations"][0]["size"] == [64, 80] for r in results)
+
+    with av.open(str(out / "overlay.mp4")) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 4 and decoded[0].shape == (64, 80, 3)
+    with Image.open(out / "overlay.gif") as gif:
+        assert gif.n_frames == 4 and gif.size == (80, 64)
+    with Image.open(out / "contact_sheet.png") as sheet:
+        assert sheet.width == 4 * 80 and sheet.height > 64
+
+
+def test_segment_errors(world, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(frame_pixels(0)).save(folder / "0.png")
+    with pytest.raises(InputError, match="empty vocabulary"):
+        segment_command.main(parse(segment_command, [folder, "--vocab", " , ", "--out", tmp_path / "o"]))
+    (tmp_path / "broken.webm").write_bytes(b"\x00" * 100)
+    with pytest.raises(InputError, match="broken.webm"):
+        segment_command.main(parse(segment_command, [tmp_path / "broken.webm", "--vocab", "cat", "--out",
+                                                     tmp_path / "o"]))
+    with pytest.raises(InputError, match="dec_layers"):
+        segment_command.main(parse(segment_command, [
+            folder, "--vocab", "cat", "--checkpoint", world["checkpoint"], "--params", world["params"],
+            "--set", "model.dec_layers=5", "--out", tmp_path / "o"]))
