@@ -57,8 +57,11 @@ def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resu
 
     start_iter = 0
     last = out_dir / CHECKPOINT_LAST
-    if resume and last.exists():
-        state = load_checkpoint(last, cfg)
+    state = load_checkpoint(last, cfg) if resume and last.exists() else None
+    if state is not None and not same_run(state["config"], cfg):
+        log.warning("%s was made with another config: training from the start", last)
+        state = None
+    if state is not None:
         model.load_trainable_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -106,6 +109,20 @@ def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resu
     if world_size > 1:
         dist.barrier()
     return final
+
+
+# Settings that may change between a run and its resumption without changing what is computed.
+RESUMABLE_CHANGES = ("max_iter", "checkpoint_every", "log_every", "num_workers")
+
+
+def same_run(saved: dict, cfg: Config) -> bool:
+    """Whether a checkpoint's config describes the run `cfg` continues (up to its length and logging)."""
+
+    def essentials(config: dict) -> dict:
+        train = {key: value for key, value in config["train"].items() if key not in RESUMABLE_CHANGES}
+        return {**config, "train": train, "launch": None}
+
+    return essentials(saved) == essentials(to_dict(cfg))
 
 
 def train_step(trained, model: CLIPVIS, criterion: SetCriterion, optimizer, batch: list[dict], cfg: Config,

@@ -127,8 +127,10 @@ def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
     assert json.loads((out / "results.json").read_text()) == uninterrupted
     assert (out / "config.yaml").exists()
 
-    with pytest.raises(InputError, match="other settings"):
-        run_infer(world, out, ["matching.topk=2"])
+    calls.clear()
+    monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: calls.append(a[4]) or original(*a, **k))
+    run_infer(world, out, ["matching.topk=2"])  # other settings: the old progress is not reused
+    assert calls == [1, 2]
 
 
 def test_variants_in_one_pass_equal_separate_runs_and_servers_get_a_zip(world, tmp_path, monkeypatch):

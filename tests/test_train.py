@@ -100,3 +100,14 @@ def test_overfits_two_images(tiny_config):
         target = pad_target_masks(masks[i].float(), 64, 64)[0] > 0
         iou = (predicted & target).sum() / (predicted | target).sum()
         assert iou > 0.8, f"image {i}: IoU {iou:.2f}"
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(tiny_config, tmp_path):
+    tiny_config.train.max_iter = 2
+    train(tiny_config, tmp_path / "run", tracking=False)
+    tiny_config.train.lr = 1e-5  # another run: it must start from iteration 0, not continue the old one
+    tiny_config.train.max_iter = 3
+    train(tiny_config, tmp_path / "run", tracking=False)
+    fresh = train(tiny_config, tmp_path / "fresh", tracking=False)
+    a, b = trainable(tmp_path / "run" / "model_final.pt"), trainable(fresh)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -3,7 +3,7 @@
 Each finished video's records are written atomically to DIR/progress/<video_id>.json, so a killed
 run resumes at the next unfinished video. DIR/progress/settings.json records what the progress was
 made with (benchmark, checkpoint hash, the settings that change results); a rerun with other settings
-is refused rather than mixed in. DIR/results.json (all videos, in annotation order) and
+is discarded rather than mixed in. DIR/results.json (all videos, in annotation order) and
 DIR/config.yaml are written at the end, atomically.
 
 With `--variants A B ...` (names in params/variants.yaml: test-time matching/scoring settings) the
@@ -113,7 +113,7 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
                        "matching": to_dict(c.matching), "scoring": to_dict(c.scoring),
                        "resize": [c.infer.min_size, c.infer.max_size]} for name, c in variants.items()}
     for name in variants:
-        _check_progress_settings(out_dirs[name] / PROGRESS_DIR, settings[name])
+        _discard_stale_progress(out_dirs[name] / PROGRESS_DIR, settings[name])
 
     device = inference.inference_device(cfg.infer.device)
     model = inference.load_inference_model(cfg, checkpoint, device)
@@ -192,13 +192,15 @@ def _require_video_benchmark(benchmark, root: Path) -> None:
                                            f"is missing{how}")
 
 
-def _check_progress_settings(progress_dir: Path, settings: dict) -> None:
-    """Refuse to resume progress made with other settings."""
+def _discard_stale_progress(progress_dir: Path, settings: dict) -> None:
+    """Progress made with other settings (benchmark, checkpoint, model, matching, scoring, resize) is
+    not resumed: it is deleted, and the videos run again."""
+    import shutil
+
     path = progress_dir / SETTINGS_FILE
     if path.exists() and read_json(path) != json.loads(json.dumps(settings)):
-        raise InputError(path, "", "the progress in this folder was made with other settings (benchmark, "
-                                   "checkpoint, model, matching, scoring or resize); use another --out or delete "
-                                   f"{progress_dir}")
+        log.warning("%s holds progress made with other settings: starting again", progress_dir)
+        shutil.rmtree(progress_dir)
 
 
 def _zip_for_server(results: Path) -> Path:
