@@ -1,0 +1,80 @@
+"""The whole toy pipeline through Snakemake (`reproduce_all`, tiny sizes), then an ablation variant
+through `dvc exp run` on the same outputs; tables, the report and MLflow runs are checked."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+TINY = """
+toy: {frame_size: 48, min_frames: 12, max_frames: 13, train_images: 12, train_videos: 2, val_videos: 2,
+      ovis_videos: 2, caption_images: 60, heldout_captions: 10}
+clip_pretrain: {epochs: 1, batch_size: 32}
+model: {hidden_dim: 32, num_queries: 8, heads: 4, dec_layers: 3, dec_ffn_dim: 64, enc_layers: 1,
+        enc_ffn_dim: 64, mask_dim: 32}
+train: {max_iter: 6, batch_size: 2, image_size: 64, num_points: 256, checkpoint_every: 3, log_every: 2}
+infer: {min_size: 48}
+"""
+
+WORKFLOW = {"toy": {"params_dir": "params/toy", "models": ["default", "iou_pooled", "iou_relu"],
+                    "benchmarks": ["toy_lvvis", "toy_ovis"], "ablation_benchmarks": ["toy_lvvis", "toy_ovis"],
+                    "complexity_models": ["default"], "complexity_frame": [48, 64], "ablation_model": "default",
+                    "ablation_variants": ["default", "no_woc_no_tkm", "woc_no_tkm", "adjacent", "T9_K3"],
+                    "pretrain_clip": True}}
+
+
+def run(command, cwd, env):
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{command[:3]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result.stdout
+
+
+def test_reproduce_all_then_a_dvc_experiment(tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "params", work / "params")
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, work / name)
+    # DVC reads parameters literally from params/toy/default.yaml: merge the tiny sizes into it.
+    default = work / "params" / "toy" / "default.yaml"
+    params = yaml.safe_load(default.read_text())
+    for section, values in yaml.safe_load(TINY).items():
+        params.setdefault(section, {}).update(values)
+    default.write_text(yaml.safe_dump(params))
+    (tmp_path / "workflow.yaml").write_text(yaml.safe_dump(WORKFLOW))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
+           "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+    run([BIN / "snakemake", "-s", REPO / "Snakefile", "--directory", work, "--cores", "2", "reproduce_all",
+         "--configfile", tmp_path / "workflow.yaml"], work, env)
+
+    table1 = (work / "reports" / "tables" / "table1.md").read_text()
+    assert "default · default" in table1 and "missing" not in table1.split("default · default")[1].split("\n")[0]
+    summary = json.loads((work / "reports" / "summary.json").read_text())
+    assert {"table2/default · woc_no_tkm/LV-VIS AP", "table4/iou_relu · default/LV-VIS AP"} <= set(summary)
+    assert (work / "reports" / "index.html").exists() and (work / "reports" / "tables" / "table5.tex").exists()
+    assert json.loads((work / "runs/toy/default/bench/complexity.json").read_text())["gflops_per_frame"] > 0
+
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert {"pretrain_clip", "train", "infer"} <= set(runs["tags.stage"])
+    assert (runs["tags.stage"] == "train").sum() == 3
+
+    # DVC: record what Snakemake made, then change one ablation parameter as an experiment.
+    for command in (["git", "init", "-q"], ["git", "config", "user.email", "ci@clipvis"],
+                    ["git", "config", "user.name", "ci"], [BIN / "dvc", "init", "-q"],
+                    ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"], [BIN / "dvc", "commit", "-f", "-q"],
+                    ["git", "add", "-A"], ["git", "commit", "-qm", "outputs"]):
+        run(command, work, env)
+    run([BIN / "dvc", "exp", "run", "-S", "params/toy/default.yaml:matching.topk=1", "-n", "top1"], work, env)
+    experiments = json.loads(run([BIN / "dvc", "exp", "show", "--json"], work, env))
+    names = json.dumps(experiments)
+    assert "top1" in names and "LV-VIS AP" in names
