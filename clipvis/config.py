@@ -141,13 +141,15 @@ class TrainConfig:
 
 @dataclass
 class ClipPretrainConfig:
-    """Contrastive pretraining of the toy CLIP on toy image–caption pairs (toy scale only)."""
+    """Contrastive pretraining of the toy CLIP on toy image–caption pairs (toy scale only).
 
+    The input size is the model's (clip.model's vision image_size: its attention pool is built for it)."""
+
+    seed: int = 0
     epochs: int = 20
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
-    image_size: int = 64
     out: str = "runs/toy/clip/toy_clip.pt"
 
 

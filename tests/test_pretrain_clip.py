@@ -1,0 +1,183 @@
+import argparse
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from clipvis import pretrain_clip_command
+from clipvis.errors import InputError
+from clipvis.model.clip_encoder import FrozenCLIP
+from clipvis.model.text_classifier import class_text_embeddings
+from clipvis.pretrain_clip import (content_groups, image_texts, load_caption_pairs, save_checkpoint, train_clip,
+                                   warmup_cosine, zero_shot_accuracy)
+
+TINY = "clipvis_test_tiny_rn"  # registered below: 32-pixel input, width 8, a 1-layer text tower
+CATEGORIES = [  # (id, name, partition, colour): partition 0/1 base, 2/3 novel
+    (1, "red circle", 0, (220, 30, 30)),
+    (2, "blue square", 1, (30, 60, 220)),
+    (3, "green circle", 2, (30, 170, 50)),
+]
+SIZE = (40, 32)  # width, height of the generated images
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run many tiny ops: with a second thread each one waits for a busy shared core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("configs") / f"{TINY}.json"
+    path.write_text(json.dumps({
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }))
+    open_clip.add_model_config(path)
+
+
+def draw(category: int, position: int) -> Image.Image:
+    _, name, _, colour = CATEGORIES[category]
+    image = Image.new("RGB", SIZE, (128, 128, 128))
+    x = 4 + 6 * (position % 3)
+    box = (x, 6, x + 18, 24)
+    shape = ImageDraw.Draw(image)
+    (shape.ellipse if "circle" in name else shape.rectangle)(box, fill=colour)
+    return image
+
+
+def write_caption_world(root, train_per_category: int = 4) -> None:
+    """A toy caption set: one object per image, "train" and one "heldout" image per category."""
+    toy = root / "toy"
+    (toy / "toy_captions" / "images").mkdir(parents=True)
+    (toy / "categories.json").write_text(json.dumps({"categories": [
+        {"id": cid, "name": name, "partition": partition} for cid, name, partition, _ in CATEGORIES]}))
+    items = []
+    plan = [("train", c, i) for i in range(train_per_category) for c in range(len(CATEGORIES))]
+    plan += [("heldout", c, 1) for c in range(len(CATEGORIES))]
+    for item_id, (split, category, position) in enumerate(plan, start=1):
+        file_name = f"{item_id:06d}.jpg"
+        draw(category, position).save(toy / "toy_captions" / "images" / file_name, quality=95)
+        cid, name, _, _ = CATEGORIES[category]
+        items.append({"id": item_id, "file_name": file_name, "caption": f"a photo of a {name}",
+                      "category_ids": [cid], "split": split})
+    (toy / "toy_captions" / "captions.json").write_text(json.dumps({"items": items}))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_caption_world(root)
+    return root
+
+
+def fit(world):
+    pairs = load_caption_pairs(world, "train")
+    names = {cid: name for cid, name, _, _ in CATEGORIES}
+    torch.manual_seed(0)
+    return train_clip(TINY, pairs.images, image_texts(pairs, names), content_groups(pairs.category_ids), epochs=8,
+                      batch_size=6, lr=2e-3, weight_decay=0.1)
+
+
+@pytest.fixture(scope="module")
+def trained(world):
+    return fit(world)
+
+
+def test_load_caption_pairs_reads_split_images_and_captions(world):
+    pairs = load_caption_pairs(world, "heldout")
+    assert pairs.images.shape == (3, 3, SIZE[1], SIZE[0]) and pairs.images.dtype == torch.uint8
+    assert pairs.captions == ["a photo of a red circle", "a photo of a blue square", "a photo of a green circle"]
+    assert pairs.category_ids == [[1], [2], [3]]
+    assert tuple(pairs.images[1, :, 15, 15].tolist()) == pytest.approx((30, 60, 220), abs=12)  # inside the square
+
+
+def test_missing_captions_file_names_it_and_the_fix(tmp_path):
+    with pytest.raises(InputError) as error:
+        load_caption_pairs(tmp_path, "train")
+    assert "captions.json" in str(error.value) and "clipvis data --benchmark toy" in str(error.value)
+
+
+def test_warmup_then_cosine_schedule():
+    # 100 steps: warm-up over the first 5 (5%), cosine from step 5 to 100.
+    assert warmup_cosine(0, 100) == pytest.approx(0.2)
+    assert warmup_cosine(4, 100) == pytest.approx(1.0)
+    assert warmup_cosine(5, 100) == pytest.approx(1.0)
+    assert warmup_cosine(5 + 95 // 2, 100) == pytest.approx(0.5 * (1 + np.cos(np.pi * 47 / 95)))
+    assert warmup_cosine(100, 100) == pytest.approx(0.0)
+
+
+def test_loss_decreases(trained):
+    _, losses = trained
+    assert len(losses) == 8 * 2  # 12 pairs, batches of 6
+    assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
+
+
+def test_training_is_deterministic(world, trained):
+    model, _ = trained
+    again, _ = fit(world)
+    for (name, tensor), other in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(tensor, other), name
+
+
+def test_checkpoint_loads_through_frozen_clip_bit_identically(trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "clip.pt"
+    save_checkpoint(model, path)
+    model.requires_grad_(False)  # as FrozenCLIP: PyTorch takes its fused attention kernel only then
+    loaded = FrozenCLIP(TINY, pretrained=str(path))
+    for (name, tensor), other in zip(model.state_dict().items(), loaded.clip.state_dict().values()):
+        assert torch.equal(tensor, other), name
+    images = torch.randn(2, 3, 32, 32)
+    tokens = open_clip.get_tokenizer(TINY)(["a photo of a red circle", "a blue square"])
+    with torch.no_grad():
+        assert torch.equal(loaded.clip.encode_image(images), model.encode_image(images))
+        assert torch.equal(loaded.clip.encode_text(tokens), model.encode_text(tokens))
+
+
+def test_zero_shot_accuracy_counts_top1_over_the_whole_vocabulary(monkeypatch):
+    torch.manual_seed(0)
+    clip = FrozenCLIP(TINY)
+    names = ["red circle", "blue square", "green circle", "yellow star"]
+    text = class_text_embeddings(clip, names).embeddings  # (4, D), unit rows
+    # Image i "looks like" class answers[i]; labels agree for 3 of the 5 images.
+    answers = torch.tensor([0, 3, 2, 1, 1])
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    seen_shapes = []
+
+    def encode_image(images):
+        seen_shapes.append(tuple(images.shape))
+        return 2.0 * text[answers[:len(images)]]  # unnormalised, as open_clip's encode_image
+
+    monkeypatch.setattr(clip.clip, "encode_image", encode_image)
+    images = torch.randint(0, 256, (5, 3, 48, 60), dtype=torch.uint8)
+    assert zero_shot_accuracy(clip, images, labels, names) == pytest.approx(3 / 5)
+    assert seen_shapes == [(5, 3, 32, 32)]  # whole images resized to the CLIP input size
+
+
+def test_command_writes_checkpoint_report_and_config(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # a file store: no database to set up
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    out = tmp_path / "clip" / "toy_clip.pt"
+    params = tmp_path / "params.yaml"
+    params.write_text(f"clip:\n  model: {TINY}\n")
+    parser = argparse.ArgumentParser()
+    pretrain_clip_command.add_arguments(parser)
+    args = parser.parse_args(["--params", str(params), "--set", f"data.root={world}", f"clip_pretrain.out={out}",
+                              "clip_pretrain.epochs=1", "clip_pretrain.batch_size=4"])
+    assert pretrain_clip_command.main(args) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["steps"] == 3 and report["train_pairs"] == 12 and report["heldout_images"] == 3
+    top1 = report["zero_shot_top1"]
+    assert top1["novel"] in (0.0, 1.0) and top1["base"] in (0.0, 0.5, 1.0)  # 2 base, 1 novel held-out image
+    assert top1["overall"] == pytest.approx((top1["base"] * 2 + top1["novel"]) / 3)
+    assert "epochs: 1" in out.with_suffix(".config.yaml").read_text()
+    FrozenCLIP(TINY, pretrained=str(out))  # loads like real weights
+    assert sorted(p.name for p in out.parent.iterdir()) == ["toy_clip.config.yaml", "toy_clip.json", "toy_clip.pt"]
