@@ -1,7 +1,6 @@
 import argparse
 import contextlib
 import json
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -15,6 +14,7 @@ from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.train import save_checkpoint
 from clipvis.video import infer_command, inference, segment_command
+from clipvis.reports.overlays import write_mp4
 
 PARAMS = """
 clip:
@@ -156,21 +156,9 @@ def test_infer_refuses_a_checkpoint_of_another_decoder_depth(world, tmp_path):
         run_infer(world, tmp_path / "out", ["model.dec_layers=4"])
 
 
-def write_video(path, frames, fps=4):
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=Fraction(fps))
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
 def test_segment_writes_results_and_overlays(world, tmp_path):
     video = tmp_path / "input.mp4"
-    write_video(video, [frame_pixels(t) for t in range(4)])
+    write_mp4(video, [frame_pixels(t) for t in range(4)], fps=4)
     out = tmp_path / "out"
     assert segment_command.main(parse(segment_command, [
         video, "--vocab", "cat, dog", "--checkpoint", world["checkpoint"], "--params", world["params"],

@@ -1,6 +1,4 @@
-from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -8,24 +6,13 @@ from PIL import Image
 
 from clipvis.errors import InputError
 from clipvis.video.frames import image_file_frames, open_frames, resize_for_inference
+from clipvis.reports.overlays import write_mp4
 
 COLOURS = [(250, 10, 10), (10, 250, 10), (10, 10, 250), (240, 240, 20)]
 
 
 def solid(colour, height=32, width=48):
     return np.full((height, width, 3), colour, dtype=np.uint8)
-
-
-def write_mp4(path, frames, fps=5):
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=Fraction(fps))
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
 
 
 def test_folder_frames_in_name_order(tmp_path):
@@ -42,7 +29,7 @@ def test_folder_frames_in_name_order(tmp_path):
 
 def test_video_file_frames(tmp_path):
     path = tmp_path / "clip.mp4"
-    write_mp4(path, [solid(c) for c in COLOURS])
+    write_mp4(path, [solid(c) for c in COLOURS], fps=5)
     source = open_frames(path)
     assert (source.height, source.width, source.fps) == (32, 48, 5.0)
     frames = list(source)
