@@ -117,7 +117,7 @@ def zero_shot_accuracy(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Ten
                        class_names: list[str]) -> float:
     """Top-1 accuracy of CLIP's zero-shot classification over all of `class_names`.
 
-    images: (N, 3, H, W) uint8, each resized whole to the CLIP input size and encoded by the full
+    images: (N >= 1, 3, H, W) uint8, each resized whole to the CLIP input size and encoded by the full
     image tower (with its pooling head); labels: (N,) class indices. Classes are scored with the
     14-template text embeddings (`class_text_embeddings`) and `classification_logits`.
     """
@@ -130,7 +130,7 @@ def zero_shot_accuracy(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Ten
         logits = classification_logits(visual, text.embeddings, text.synonym_class, text.num_classes,
                                        clip.logit_scale)
         predictions.append(logits.argmax(-1).cpu())
-    return float((torch.cat(predictions) == labels).float().mean()) if len(images) else float("nan")
+    return float((torch.cat(predictions) == labels).float().mean())
 
 
 def create_clip(model_name: str) -> nn.Module:
@@ -283,15 +283,15 @@ def pretrain_clip(cfg: Config) -> Path:
         save_checkpoint(model, out)
 
         clip = FrozenCLIP(cfg.clip.model, pretrained=str(out))
-        top1 = {"overall": zero_shot_accuracy(clip, heldout.images, labels, class_names),
-                "base": zero_shot_accuracy(clip, heldout.images[~is_novel], labels[~is_novel], class_names),
-                "novel": zero_shot_accuracy(clip, heldout.images[is_novel], labels[is_novel], class_names)}
+        groups = {"overall": torch.ones_like(is_novel), "base": ~is_novel, "novel": is_novel}
+        top1 = {group: zero_shot_accuracy(clip, heldout.images[chosen], labels[chosen], class_names)
+                for group, chosen in groups.items() if chosen.any()}
         report = {"model": cfg.clip.model, "checkpoint": out.name, "zero_shot_top1": top1,
                   "train_seconds": round(train_seconds, 1), "steps": len(losses), "final_loss": losses[-1],
                   "train_pairs": len(train_pairs.captions), "heldout_images": len(labels)}
         write_json(out.with_suffix(".json"), report, indent=2)
-        mlflow.log_metrics({f"zero_shot_top1_{group}": value for group, value in top1.items()
-                            if not math.isnan(value)} | {"train_seconds": train_seconds})
+        mlflow.log_metrics({f"zero_shot_top1_{group}": value for group, value in top1.items()}
+                           | {"train_seconds": train_seconds})
         mlflow.log_artifact(str(out.with_suffix(".json")))
     log.info("toy CLIP saved to %s: zero-shot top-1 %s in %.0f s", out, json.dumps(top1), train_seconds)
     return out

@@ -11,8 +11,8 @@ from clipvis import pretrain_clip_command
 from clipvis.errors import InputError
 from clipvis.model.clip_encoder import FrozenCLIP
 from clipvis.model.text_classifier import class_text_embeddings
-from clipvis.pretrain_clip import (content_groups, image_texts, load_caption_pairs, save_checkpoint, train_clip,
-                                   warmup_cosine, zero_shot_accuracy)
+from clipvis.pretrain_clip import (CaptionPairs, content_groups, contrastive_loss, image_texts, load_caption_pairs,
+                                   save_checkpoint, train_clip, warmup_cosine, zero_shot_accuracy)
 
 TINY = "clipvis_test_tiny_rn"  # registered below: 32-pixel input, width 8, a 1-layer text tower
 CATEGORIES = [  # (id, name, partition, colour): partition 0/1 base, 2/3 novel
@@ -112,6 +112,35 @@ def test_warmup_then_cosine_schedule():
     assert warmup_cosine(5, 100) == pytest.approx(1.0)
     assert warmup_cosine(5 + 95 // 2, 100) == pytest.approx(0.5 * (1 + np.cos(np.pi * 47 / 95)))
     assert warmup_cosine(100, 100) == pytest.approx(0.0)
+
+
+def test_image_texts_add_the_class_prompts_to_single_category_captions():
+    pairs = CaptionPairs(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a red circle", "a red circle and a blue square"],
+                         [[1], [1, 2]])
+    texts = image_texts(pairs, {1: "red circle", 2: "blue square"})
+    assert texts[0][0] == "a red circle" and len(texts[0]) == 1 + 14
+    assert "There is a large red circle in the scene." in texts[0]
+    assert texts[1] == ["a red circle and a blue square"]
+
+
+def test_content_groups_match_images_showing_the_same_categories():
+    assert content_groups([[1], [2, 3], [3, 2], [1], [2]]).tolist() == [0, 1, 1, 0, 2]
+
+
+def test_contrastive_loss_is_clip_loss_with_distinct_groups_and_shares_matches_otherwise():
+    torch.manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(10.0)
+    expected = open_clip.ClipLoss()(image, text, scale)
+    assert contrastive_loss(image, text, scale, torch.arange(4)).item() == pytest.approx(expected.item(), rel=1e-6)
+    # Images 0 and 1 show the same thing: each one's target is split half-half between texts 0 and 1.
+    logits = scale * image @ text.T
+    terms = []
+    for log_p in (logits.log_softmax(1), logits.T.log_softmax(1)):
+        terms.append(-(log_p[0, :2].mean() + log_p[1, :2].mean() + log_p[2, 2] + log_p[3, 3]) / 4)
+    grouped = contrastive_loss(image, text, scale, torch.tensor([5, 5, 6, 7]))
+    assert grouped.item() == pytest.approx(((terms[0] + terms[1]) / 2).item(), rel=1e-6)
 
 
 def test_loss_decreases(trained):
