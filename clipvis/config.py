@@ -39,6 +39,7 @@ class ToyWorldConfig:
     max_frames: int = 36
     max_objects: int = 4  # per video and image; toy_ovis has up to twice as many
     train_images: int = 600
+    val_images: int = 100  # held-out images, all categories annotated (toy_lvis_val)
     train_videos: int = 40
     val_videos: int = 30
     ovis_videos: int = 20
@@ -146,9 +147,9 @@ class ClipPretrainConfig:
     The input size is the model's (clip.model's vision image_size: its attention pool is built for it)."""
 
     seed: int = 0
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 2e-3
+    epochs: int = 80
+    batch_size: int = 32
+    lr: float = 1e-3
     weight_decay: float = 0.1
     out: str = "runs/toy/clip/toy_clip.pt"
 

@@ -4,9 +4,14 @@
     clip = FrozenCLIP(cfg.clip.model, pretrained=str(checkpoint))
 
 The model is the open_clip model `cfg.clip.model` with random initial weights, trained with the
-symmetric InfoNCE loss on the "train" pairs of every category (as real CLIP saw the web). The
-checkpoint is the model's state_dict, which open_clip (and so FrozenCLIP) loads like real weights.
-Zero-shot accuracy is measured on the "heldout" single-object images, over the whole vocabulary.
+symmetric InfoNCE loss on the "train" pairs of every category (as real CLIP saw the web); images
+that show the same categories count as matches of each other's texts, and single-category images
+are also paired with the 14 class prompts. The checkpoint is the model's state_dict, which
+open_clip (and so FrozenCLIP) loads like real weights. Zero-shot accuracy is measured on the
+"heldout" single-object images, over the whole vocabulary (base and novel).
+
+Runs are repeatable for a given seed and thread count. On a CPU shared with other work, one thread
+(OMP_NUM_THREADS=1) can be several times faster than two: the tiny model runs many tiny operations.
 """
 
 from __future__ import annotations
@@ -149,18 +154,20 @@ def train_clip(model_name: str, images: torch.Tensor, texts: list[list[str]], gr
     images: (N, 3, H, W) uint8; texts[i]: the texts that describe image i, its caption first. Each
     time an image is drawn, it is paired with its caption or (with probability TEXT_VARIANT_PROBABILITY)
     one of its other texts. groups: (N,) ints, equal for images that show the same thing: within a
-    batch their texts all count as matches (`contrastive_loss`). AdamW (no weight decay on biases, norms and the temperature), linear
-    warm-up then cosine decay, random resized crops and horizontal flips (no colour changes: colour is
-    part of every class). Initial weights, batches and augmentations come from torch's global random
-    generator: seed it for a repeatable run. `log_epoch(metrics, epoch)` receives the epoch's mean
-    loss, the learning rate and the temperature.
+    batch their texts all count as matches (`contrastive_loss`).
+
+    AdamW (no weight decay on biases, norms and the temperature), linear warm-up then cosine decay,
+    random resized crops, flips and quarter turns (no colour changes: colour is part of every class).
+    Initial weights, batches and augmentations come from torch's global random generator: seed it
+    for a repeatable run. `log_epoch(metrics, epoch)` receives the epoch's mean loss, the learning
+    rate and the temperature.
     """
     model = create_clip(model_name)
     tokenizer = open_clip.get_tokenizer(model_name)
     size = image_size(model)
     mean, std = preprocess_cfg_stats(model)
     augment = v2.Compose([v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
-                          v2.RandomHorizontalFlip()])
+                          v2.RandomHorizontalFlip(), random_quarter_turn])
     steps_per_epoch = len(images) // batch_size
     if steps_per_epoch == 0:
         raise InputError("clip_pretrain.batch_size", "", f"larger than the {len(images)} training pairs")
@@ -192,6 +199,11 @@ def train_clip(model_name: str, images: torch.Tensor, texts: list[list[str]], gr
                        "logit_scale": model.logit_scale.exp().item()}, epoch + 1)
     progress.close()
     return model.eval(), losses
+
+
+def random_quarter_turn(image: torch.Tensor) -> torch.Tensor:
+    """(3, S, S) -> the same turned by a random multiple of 90 degrees (toy shapes lie at any angle)."""
+    return image.rot90(int(torch.randint(4, ())), dims=(-2, -1))
 
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,

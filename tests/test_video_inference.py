@@ -27,10 +27,10 @@ def setup():
     """A tiny random model whose object head is scaled up, so that some frames have a tiny object
     probability (and get suppressed) while others do not."""
     cfg = load_config(None, TINY_MODEL + ["scoring.detections_per_video=30"])  # 10 slots x 3 classes: all
-    torch.manual_seed(0)
+    torch.manual_seed(5)  # with this seed and scale, 30% of the (track, frame) pairs are suppressed
     model = CLIPVIS.from_config(cfg.model, cfg.clip).eval()
     with torch.no_grad():
-        model.decoder.object_embed.layers[-1].weight.mul_(60.0)
+        model.decoder.object_embed.layers[-1].weight.mul_(300.0)
     text = text_embeddings(model.clip, CLASSES, None)
     generator = torch.Generator().manual_seed(1)
     frames = [torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8, generator=generator) for _ in range(5)]
