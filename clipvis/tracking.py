@@ -1,7 +1,9 @@
 """MLflow logging: one run per stage execution, grouped per experiment (`<name>/<scale>`).
 
 The tracking store defaults to a local SQLite file (`runs/mlflow.db`); `MLFLOW_TRACKING_URI` points
-elsewhere (a server, another file). Params are the resolved config, flattened to dotted keys.
+elsewhere (a server, another file). Params are the resolved config, flattened to dotted keys. A stage
+that runs several test-time variants at once logs a parent run with the params all variants share and
+one nested run per variant (tags `variant`, `benchmark`) with that variant's whole config.
 """
 
 from __future__ import annotations
@@ -36,10 +38,23 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-@contextlib.contextmanager
-def stage_run(cfg: Config, stage: str, run_name: str | None = None, nested: bool = False) -> Iterator[object]:
-    """An MLflow run for one stage execution, with the resolved config as params.
+def config_params(cfg: Config) -> dict[str, str]:
+    """The resolved config as MLflow params: dotted keys, values as (length-capped) strings."""
+    return {key: str(value)[:6000] for key, value in flatten(to_dict(cfg)).items()}
 
+
+def shared_params(configs: list[Config]) -> dict[str, str]:
+    """The params whose value is the same in every config (those of a parent run over variants)."""
+    first, *others = [config_params(cfg) for cfg in configs]
+    return {key: value for key, value in first.items() if all(other.get(key) == value for other in others)}
+
+
+@contextlib.contextmanager
+def stage_run(cfg: Config, stage: str, run_name: str | None = None, nested: bool = False,
+              params: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> Iterator[object]:
+    """An MLflow run for one stage execution in experiment `<cfg.name>/<cfg.scale>`, tagged with the stage.
+
+    `params` default to the whole resolved config; `nested` makes it a child of the active run.
     Yields the `mlflow` module so callers log with `mlflow.log_metrics(...)` etc.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -48,8 +63,7 @@ def stage_run(cfg: Config, stage: str, run_name: str | None = None, nested: bool
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(f"{cfg.name}/{cfg.scale}")
     with mlflow.start_run(run_name=run_name or stage, nested=nested) as run:
-        mlflow.set_tags({"stage": stage, "scale": cfg.scale})
-        params = flatten(to_dict(cfg))
-        mlflow.log_params({key: str(value)[:6000] for key, value in params.items()})
+        mlflow.set_tags({"stage": stage, "scale": cfg.scale, **(tags or {})})
+        mlflow.log_params(config_params(cfg) if params is None else params)
         log.info("MLflow run %s (%s) in experiment %s/%s", run.info.run_id, stage, cfg.name, cfg.scale)
         yield mlflow

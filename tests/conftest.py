@@ -20,6 +20,16 @@ TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.num_queries=
               "train.amp=false", "train.num_workers=0", "infer.min_size=48", "infer.frames_per_chunk=3"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_mlflow_store(tmp_path_factory):
+    """Runs logged by tests go to a store of their own, never the project's runs/mlflow.db (a test may
+    still point MLFLOW_TRACKING_URI elsewhere)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A tiny toy world (data root) shared by the tests that only read it."""

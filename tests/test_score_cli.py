@@ -113,3 +113,75 @@ def test_benchmark_without_public_ground_truth_is_refused(tmp_path, capsys):
     code = main(["score", "--benchmark", "lvvis_test", "--results", "r.json", "--out", str(tmp_path / "m.json")])
     assert code == 2 and "no public ground truth" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
+
+
+def mlflow_runs(store):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def test_scores_of_variants_are_logged_as_nested_mlflow_runs(tiny_world, tmp_path, monkeypatch):
+    from clipvis.config import load_config, save_config
+    from clipvis.io import read_json, write_json
+
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    gt = read_json(tiny_world / "toy" / "toy_lvvis" / "annotations.json")
+    perfect = [{"video_id": a["video_id"], "category_id": a["category_id"], "score": 0.9,
+                "segmentations": a["segmentations"]} for a in gt["annotations"]]
+    infer_dir = tmp_path / "infer"
+    for name, results, overrides in (("exact", perfect, []), ("adjacent", perfect[:1], ["matching.strategy=adjacent"])):
+        write_json(infer_dir / name / "results.json", results)
+        save_config(load_config("params/toy/default.yaml", overrides), infer_dir / name / "config.yaml")
+    write_json(infer_dir / "variants.json", {"variants": ["exact", "adjacent"]})
+
+    assert main(["score", "--benchmark", "toy_lvvis", "--root", str(tiny_world), "--infer-dir", str(infer_dir),
+                 "--out", str(tmp_path / "score")]) == 0
+    scores = read_json(tmp_path / "score" / "scores.json")["variants"]
+    assert scores["exact"]["AP"] > scores["adjacent"]["AP"]  # one track of several found: a lower AP
+
+    runs = {run.info.run_name: run for run in mlflow_runs(store)}
+    assert set(runs) == {"score toy_lvvis", "exact", "adjacent"}
+    parent = runs["score toy_lvvis"]
+    assert parent.data.tags["stage"] == "score" and parent.data.tags["benchmark"] == "toy_lvvis"
+    assert "matching.strategy" not in parent.data.params  # the variants differ in it
+    assert parent.data.params["matching.topk"] == "3" and "mlflow.parentRunId" not in parent.data.tags
+
+    import mlflow
+
+    for name, strategy in (("exact", "topk"), ("adjacent", "adjacent")):
+        run = runs[name]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert (run.data.tags["stage"], run.data.tags["variant"], run.data.tags["benchmark"]) == (
+            "score", name, "toy_lvvis")
+        assert run.data.params["matching.strategy"] == strategy
+        assert run.info.experiment_id == parent.info.experiment_id
+        expected = {key: value for key, value in scores[name].items() if value is not None}
+        assert {key: run.data.metrics[key] for key in expected} == pytest.approx(expected, abs=1e-12)
+        assert not any(key in run.data.metrics for key, value in scores[name].items() if value is None)
+        artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+        assert artifacts == {"metrics.json", "metrics.per_category.csv"}
+    assert mlflow.get_experiment(parent.info.experiment_id).name == "toy/toy"
+
+
+def test_one_results_file_with_its_config_is_one_mlflow_run(tmp_path, monkeypatch):
+    from clipvis.config import load_config, save_config
+
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    save_config(load_config("params/toy/default.yaml", ["matching.topk=5"]), tmp_path / "config.yaml")
+    assert main(["score", "--gt", write(tmp_path / "gt.json", GT), "--results",
+                 write(tmp_path / "results.json", RESULTS), "--out", str(tmp_path / "metrics.json")]) == 0
+    [run] = mlflow_runs(store)
+    assert run.info.run_name == "score gt.json" and run.data.params["matching.topk"] == "5"
+    assert run.data.metrics["AP"] == pytest.approx(1.0, abs=1e-12) and "APn" not in run.data.metrics
+
+
+def test_results_without_a_saved_config_are_not_logged(tmp_path, monkeypatch):
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    assert main(["score", "--gt", write(tmp_path / "gt.json", GT), "--results",
+                 write(tmp_path / "results.json", RESULTS), "--out", str(tmp_path / "metrics.json")]) == 0
+    assert not store.exists()

@@ -14,6 +14,12 @@ With `--benchmark` the ground truth and the flavour come from the benchmark regi
 DIR/variants.json is scored into OUT/<variant>/metrics.json, and OUT/scores.json (each variant's
 headline metrics) is written last.
 
+MLflow: when the results come with the config that made them (config.yaml beside results.json, as
+`clipvis infer` writes it), the scores are logged as a run "score <benchmark>" (stage score) in that
+config's experiment. With --infer-dir, that run holds the params all variants share and scores.json,
+and each variant gets a nested run (tags variant, benchmark) with its whole config, its metrics and its
+metrics files; with --results, the one run holds all of these.
+
 Bad input files raise InputError before anything is written.
 """
 
@@ -21,10 +27,13 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 
 from clipvis.errors import InputError
 from clipvis.evaluation.video_ap import FLAVOURS
+
+log = logging.getLogger(__name__)
 
 HELP = "score video results: AP/AR exactly as the official LV-VIS, YouTube-VIS or BURST scorer"
 
@@ -56,24 +65,75 @@ def per_category_path(out: str | Path) -> Path:
 
 def main(args) -> int:
     from clipvis.data.formats import load_video_gt
-    from clipvis.io import read_json, write_json
+    from clipvis.io import write_json
 
     gt_path, flavour = _truth(args)
     gt = load_video_gt(gt_path)
-    if args.results:
-        score_file(gt, gt_path, args.results, flavour, args.strict_matching, args.out)
-        return 0
-    manifest = Path(args.infer_dir) / "variants.json"
+    if args.results:  # one results file: the variant "" (no nested runs)
+        files = {"": (Path(args.results), Path(args.out))}
+    else:
+        files = {name: (Path(args.infer_dir) / name / "results.json", Path(args.out) / name / "metrics.json")
+                 for name in _listed_variants(Path(args.infer_dir) / "variants.json")}
+    configs = _saved_configs({name: results for name, (results, _) in files.items()})
+    scored = {name: score_file(gt, gt_path, results, flavour, args.strict_matching, out)
+              for name, (results, out) in files.items()}
+    summary = None
+    if args.infer_dir:
+        summary = Path(args.out) / "scores.json"
+        headline = {name: {key: metrics[key] for key in SUMMARY_KEYS} for name, metrics in scored.items()}
+        write_json(summary, {"flavour": flavour, "gt": str(gt_path), "variants": headline}, indent=2)
+    if configs:
+        tags = {"flavour": flavour} | ({"benchmark": args.benchmark} if args.benchmark else {})
+        outputs = {name: out for name, (_, out) in files.items()}
+        log_scores(configs, scored, outputs, summary, args.benchmark or gt_path.name, tags)
+    return 0
+
+
+def _listed_variants(manifest: Path) -> list[str]:
+    from clipvis.io import read_json
+
     variants = read_json(manifest).get("variants")
     if not isinstance(variants, list) or not variants:
         raise InputError(manifest, "variants", "expected a non-empty list of variant names")
-    headline = {}
-    for variant in variants:
-        metrics = score_file(gt, gt_path, Path(args.infer_dir) / variant / "results.json", flavour,
-                             args.strict_matching, Path(args.out) / variant / "metrics.json")
-        headline[variant] = {key: metrics[key] for key in SUMMARY_KEYS}
-    write_json(Path(args.out) / "scores.json", {"flavour": flavour, "gt": str(gt_path), "variants": headline}, indent=2)
-    return 0
+    return variants
+
+
+def _saved_configs(results_paths: dict[str, Path]) -> dict | None:
+    """{variant: the Config saved beside its results file (config.yaml)}, or None when one has none."""
+    from clipvis.config import load_config
+
+    paths = {name: results.parent / "config.yaml" for name, results in results_paths.items()}
+    missing = [path for path in paths.values() if not path.is_file()]
+    if missing:
+        log.warning("no %s: the scores are not logged to MLflow", missing[0])
+        return None
+    return {name: load_config(path) for name, path in paths.items()}
+
+
+def log_scores(configs: dict, scored: dict[str, dict], outputs: dict[str, Path], summary: Path | None,
+               label: str, tags: dict[str, str]) -> None:
+    """The MLflow run "score <label>". Without `summary` (one results file), it holds the config, the
+    metrics and their files; with it (scores.json of several variants), the params the variants share and
+    the summary, and each variant gets a nested run with its config, metrics and files."""
+    from clipvis.tracking import shared_params, stage_run
+
+    first = next(iter(configs.values()))
+    with stage_run(first, "score", run_name=f"score {label}", params=shared_params(list(configs.values())),
+                   tags=tags) as mlflow:
+        if summary is None:
+            _log_metrics(mlflow, scored[""], outputs[""])
+        else:
+            mlflow.log_artifact(str(summary))
+            for name, cfg in configs.items():
+                with stage_run(cfg, "score", run_name=name, nested=True, tags=tags | {"variant": name}) as child:
+                    _log_metrics(child, scored[name], outputs[name])
+
+
+def _log_metrics(mlflow, metrics: dict, out: Path) -> None:
+    """The defined metrics (a group without ground truth has None), metrics.json and its per-category CSV."""
+    mlflow.log_metrics({key: value for key, value in metrics.items() if value is not None})
+    mlflow.log_artifact(str(out))
+    mlflow.log_artifact(str(per_category_path(out)))
 
 
 def _truth(args) -> tuple[Path, str]:
