@@ -126,6 +126,10 @@ def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
     assert logged["frames"] == 3 and logged["videos"] == 1 and logged["fps"] > 0
     assert json.loads((out / "results.json").read_text()) == uninterrupted
     assert (out / "config.yaml").exists()
+    matching = json.loads((out / "matching.json").read_text())  # summed over both videos, as uninterrupted
+    assert matching == json.loads((tmp_path / "full" / "matching.json").read_text())
+    assert matching["object_slots"] > 0 and 0 <= matching["switches"] <= matching["object_slots"]
+    assert logged["slot_switch_rate"] == matching["switch_rate"] == matching["switches"] / matching["object_slots"]
 
     calls.clear()
     monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: calls.append(a[4]) or original(*a, **k))

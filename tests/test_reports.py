@@ -39,6 +39,8 @@ def toy_runs(tmp_path):
     put_metrics(runs, "toy", "default", "toy_lvvis", "T9_K3", AP=0.30, APn=0.31)
     put_metrics(runs, "toy", "default", "toy_lvvis", "T5_K1", AP=0.25, APn=None)
     put_metrics(runs, "toy", "iou_relu", "toy_lvvis", "default", AP=0.111, APn=0.0)
+    put_file(runs / "toy" / "default" / "infer" / "toy_lvvis" / "T5_K1" / "matching.json",
+             json.dumps({"object_slots": 400, "switches": 6, "switch_rate": 0.015}).encode())
     put_file(runs / "toy" / "default" / "bench" / "complexity.json",
              json.dumps({"gflops_per_frame": 0.12345, "fps": 7.26, "device": "cpu (2 threads)",
                          "frame_size": [128, 160]}).encode())
@@ -94,6 +96,8 @@ def test_toy_tables_show_measured_missing_and_not_at_toy_cells(toy_runs):
 
     grid = row_cells(table(tables, "table5"), "default · T5_K1")
     assert (grid["LV-VIS AP"].ours, grid["LV-VIS AP"].paper, grid["LV-VIS APn"].ours) == ("25.0", "18.6", UNDEFINED)
+    assert (grid["LV-VIS slot switches %"].ours, grid["LV-VIS slot switches %"].paper) == ("1.5", DASH)
+    assert row_cells(table(tables, "table5"), "default · T9_K3")["LV-VIS slot switches %"].ours == MISSING
 
     relu = row_cells(table(tables, "table4"), "iou_relu · default")
     assert (relu["LV-VIS AP"].ours, relu["LV-VIS APn"].ours, relu["LV-VIS AP"].paper) == ("11.1", "0.0", "18.8")

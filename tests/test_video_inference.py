@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -12,8 +13,9 @@ from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.scoring import video_scores
 from clipvis.model.text_classifier import text_embeddings
 from clipvis.video.frames import resize_for_inference
-from clipvis.video.inference import (SpilledFrames, build_matcher, mask_score_terms, masks_to_original,
-                                     segment_video, select_instances)
+from clipvis.video.inference import (AlignedFrames, SlotSwitches, SpilledFrames, StreamingVideo, build_matcher,
+                                     mask_score_terms, masks_to_original, segment_video, segment_video_variants,
+                                     select_instances)
 from clipvis.video.matching import match_video
 
 TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.mask_dim=32", "model.num_queries=10",
@@ -101,6 +103,56 @@ def test_streaming_equals_all_frames_in_memory(setup):
     expected = sorted(expected, key=key)
     assert [key(r) for r in streamed] == [key(r) for r in expected]
     np.testing.assert_allclose([r["score"] for r in streamed], [r["score"] for r in expected], rtol=1e-5)
+
+
+def test_slot_switches_count_changed_queries_in_slots_showing_objects():
+    perms = torch.tensor([[0, 1, 2], [1, 0, 2], [1, 0, 2], [2, 0, 1]])  # (frames, slots)
+    shown = torch.tensor([[1, 1, 1], [1, 0, 1], [1, 1, 1], [0, 0, 1]], dtype=torch.bool)  # in slot order
+    object_logits = torch.stack([torch.where(shown, 5.0, -5.0), torch.zeros(4, 3)], dim=-1)  # (F, Q, 2)
+    video = StreamingVideo(3, 2, load_config().scoring, (4, 4))
+    try:
+        for chunk in (slice(0, 2), slice(2, 4)):  # a switch between chunks counts too
+            video.add(AlignedFrames(object_logits[chunk], torch.ones(2, 3), torch.zeros(2, 3, 4, 4),
+                                    torch.zeros(2, 3, 2), (16, 16), (16, 16), (4, 4), perms=perms[chunk]))
+    finally:
+        video.close()
+    # frame 1: slots 0 and 2 shown, slot 0 changed; frame 2: 3 shown, none changed; frame 3: slot 2 shown, changed
+    assert video.switches == SlotSwitches(object_slots=6, switches=2)
+    assert video.switches.rate() == pytest.approx(1 / 3)
+
+
+def test_variants_count_slot_switches_of_their_own_matching(setup):
+    cfg, model, text, frames = setup
+    resized = model.preprocess([resize_for_inference(f, cfg.infer.min_size, cfg.infer.max_size) for f in frames])
+    model = copy.deepcopy(model)
+    network = model.forward
+
+    def forward_with_random_embeddings(images, with_aux):
+        """The random model's queries keep their order; random embeddings (a function of each frame) do not."""
+        outputs = network(images, with_aux=with_aux)
+        seeds = [int(image.sum() * 1000) % 2**31 for image in images]
+        outputs["pred_embds"] = torch.stack([torch.randn(outputs["pred_embds"].shape[1:],
+                                                         generator=torch.Generator().manual_seed(seed))
+                                             for seed in seeds])
+        return outputs
+
+    model.forward = forward_with_random_embeddings
+    with torch.no_grad():  # shift the object logit so that about half of the slots show an object
+        margin = model(resized, with_aux=False)["pred_object_logits"].diff(dim=-1)
+        model.decoder.object_embed.layers[-1].bias[0] += margin.median()
+        outputs = model(resized, with_aux=False)
+    variants = {"adjacent": load_config(None, TINY_MODEL + ["matching.strategy=adjacent"]), "topk": cfg}
+    expected = {}
+    for name, variant in variants.items():
+        perms = match_video(outputs["pred_embds"], variant.matching.strategy)  # (F, Q)
+        object_probs = torch.stack([p[q] for p, q in zip(outputs["pred_object_logits"].softmax(-1)[..., 0], perms)])
+        showing = object_probs[1:] >= 0.5
+        expected[name] = SlotSwitches(int(showing.sum()), int((showing & (perms[1:] != perms[:-1])).sum()))
+    assert all(0 < e.switches for e in expected.values())  # not a trivial case
+
+    counted = {}
+    segment_video_variants(model, iter(frames), text, variants, switches=counted)
+    assert counted == expected
 
 
 def test_category_ids_and_top_k(setup):

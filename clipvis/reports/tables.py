@@ -5,7 +5,8 @@ Every cell reads "ours / paper". Ours comes from the run files and nothing else:
 - score columns: runs/{scale}/{model}/score/{benchmark}/{variant}/metrics.json (AP x 100, one decimal);
   for benchmarks without public ground truth, runs/{scale}/{model}/infer/{benchmark}/{variant}/submission.zip
   makes the cell "server" (linked to the zip);
-- complexity columns: runs/{scale}/{model}/bench/complexity.json (GFLOPs per frame, FPS).
+- complexity columns: runs/{scale}/{model}/bench/complexity.json (GFLOPs per frame, FPS);
+- matching columns: runs/{scale}/{model}/infer/{benchmark}/{variant}/matching.json (slot switch rate x 100).
 
 A file that is not there makes the cell "missing"; nothing is ever filled in.
 """
@@ -86,6 +87,10 @@ def submission_path(runs_dir: Path, scale: Scale, model: str, benchmark: str, va
     return Path(runs_dir) / scale / model / "infer" / benchmark / variant / "submission.zip"
 
 
+def matching_path(runs_dir: Path, scale: Scale, model: str, benchmark: str, variant: str) -> Path:
+    return Path(runs_dir) / scale / model / "infer" / benchmark / variant / "matching.json"
+
+
 def complexity_path(runs_dir: Path, scale: Scale, model: str) -> Path:
     return Path(runs_dir) / scale / model / "bench" / "complexity.json"
 
@@ -100,6 +105,12 @@ def measure(runs_dir: Path, scale: Scale, model: str, variant: str, column: Colu
     benchmark = column.benchmark_at(scale)
     if benchmark is None:
         return Cell(NOT_AT_TOY, DASH, "n/a")
+    if column.source == "matching":
+        path = matching_path(runs_dir, scale, model, benchmark, variant)
+        if not path.exists():
+            return Cell(MISSING, DASH, "missing")
+        value = _read_number(path, (column.metric,))
+        return _number_cell(None if value is None else 100 * value, column.metric)
     if not _has_public_gt(benchmark):
         zip_path = submission_path(runs_dir, scale, model, benchmark, variant)
         return Cell(SERVER, DASH, "server", link=zip_path) if zip_path.exists() else Cell(MISSING, DASH, "missing")

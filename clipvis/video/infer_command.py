@@ -8,8 +8,15 @@ DIR/config.yaml are written at the end, atomically.
 
 With `--variants A B ...` (names in params/variants.yaml: test-time matching/scoring settings) the
 network runs once per frame for all of them and each variant gets its own folder DIR/<variant>/
-(results.json, progress/, config.yaml); DIR/variants.json, written last, lists them. For a benchmark
+(results.json, progress/, config.yaml); DIR/variants.json, written last, lists them.
+
+DIR/matching.json says how much temporal matching acted: over all frames after a video's first, the
+number of track slots showing an object (object probability >= 0.5) and how many of them took
+another query than in the previous frame (`clipvis.video.inference.SlotSwitches`). For a benchmark
 without public ground truth, each results.json is also zipped as submission.zip for the official server.
+
+MLflow: one "infer <benchmark>" run (the speed: fps, seconds per part); with variants, its params are
+those all variants share and each variant has a nested run with its whole config and the shared fps.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from clipvis.errors import InputError
@@ -31,6 +39,7 @@ PROGRESS_DIR = "progress"
 SETTINGS_FILE = "settings.json"
 RESULTS_FILE = "results.json"
 VARIANTS_FILE = "variants.json"
+MATCHING_FILE = "matching.json"
 SUBMISSION_FILE = "submission.zip"
 
 
@@ -92,11 +101,12 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
     from clipvis.data.vocabularies import categories
     from clipvis.model.clip_encoder import file_sha256
     from clipvis.model.text_classifier import text_embeddings
-    from clipvis.tracking import stage_run
+    from clipvis.tracking import shared_params, stage_run
     from clipvis.video import inference
     from clipvis.video.frames import image_file_frames
 
-    variants = cfg if isinstance(cfg, dict) else {"": cfg}
+    named = isinstance(cfg, dict)
+    variants = cfg if named else {"": cfg}
     cfg = next(iter(variants.values()))
     out_dirs = {name: Path(out_dir) / name for name in variants}
     benchmark = get_benchmark(benchmark_name)
@@ -127,11 +137,17 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
     def progress_file(name: str, video: dict) -> Path:
         return out_dirs[name] / PROGRESS_DIR / f"{video['id']}.json"
 
-    todo = [video for video in videos if not all(progress_file(name, video).exists() for name in variants)]
+    def switches_file(name: str, video: dict) -> Path:
+        return out_dirs[name] / PROGRESS_DIR / f"{video['id']}.switches.json"
+
+    todo = [video for video in videos
+            if not all(progress_file(name, video).exists() and switches_file(name, video).exists() for name in variants)]
     if len(todo) < len(videos):
         log.info("resuming: %d of %d videos already done", len(videos) - len(todo), len(videos))
     timings: dict[str, float] = {}
-    tracker = stage_run(cfg, "infer", run_name=f"infer {benchmark.name}") if tracking else contextlib.nullcontext()
+    tags = {"benchmark": benchmark.name}
+    tracker = (stage_run(cfg, "infer", run_name=f"infer {benchmark.name}", tags=tags,
+                         params=shared_params(list(variants.values()))) if tracking else contextlib.nullcontext())
     with tracker as mlflow:
         total = sum(len(video["file_names"]) for video in videos)
         bar = tqdm(total=total, initial=total - sum(len(video["file_names"]) for video in todo), unit="frame",
@@ -140,9 +156,11 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
         for video in todo:
             frames = image_file_frames([image_root / name for name in video["file_names"]], video["height"],
                                        video["width"], listed_in=annotation_path, name=str(video["id"]))
+            switches: dict[str, inference.SlotSwitches] = {}
             records = inference.segment_video_variants(model, frames, text, variants, video["id"], category_ids,
-                                                       timings, on_frames=bar.update)
-            for name in variants:
+                                                       timings, on_frames=bar.update, switches=switches)
+            for name in variants:  # the records last: their file marks the video done
+                write_json(switches_file(name, video), asdict(switches[name]))
                 write_json(progress_file(name, video), records[name])
             frames_done += len(video["file_names"])
         bar.close()
@@ -150,14 +168,27 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
         results_paths = {name: _gather_results(out_dirs[name] / RESULTS_FILE,
                                                [progress_file(name, video) for video in videos])
                          for name in variants}
+        switch_rates = {name: _write_matching_summary(out_dirs[name] / MATCHING_FILE,
+                                                      [switches_file(name, video) for video in videos])
+                        for name in variants}
         if not benchmark.has_public_gt:
             for path in results_paths.values():
                 _zip_for_server(path)
         if mlflow and frames_done:
             mlflow.log_metrics({"fps": frames_done / seconds, "frames": frames_done, "videos": len(todo),
                                 **{f"seconds_{part}": value for part, value in timings.items()}})
-        if mlflow:
-            mlflow.log_artifact(str(out_dirs[next(iter(variants))] / "config.yaml"))
+        if mlflow and named:
+            for name, variant in variants.items():
+                with stage_run(variant, "infer", run_name=name, nested=True, tags=tags | {"variant": name}) as child:
+                    if frames_done:
+                        child.log_metrics({"fps": frames_done / seconds})
+                    if switch_rates[name] is not None:
+                        child.log_metrics({"slot_switch_rate": switch_rates[name]})
+                    child.log_artifact(str(out_dirs[name] / "config.yaml"))
+        elif mlflow:
+            if switch_rates[""] is not None:
+                mlflow.log_metrics({"slot_switch_rate": switch_rates[""]})
+            mlflow.log_artifact(str(out_dirs[""] / "config.yaml"))
     log.info("%d videos, %d frames in %.1f s; results in %s", len(todo), frames_done, seconds,
              ", ".join(str(path) for path in results_paths.values()))
     return results_paths
@@ -211,6 +242,17 @@ def _zip_for_server(results: Path) -> Path:
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(results, RESULTS_FILE)
     return path
+
+
+def _write_matching_summary(path: Path, switches_files: list[Path]) -> float | None:
+    """Sum the videos' slot switches into `path`; returns the switch rate (None: no slot showed an object)."""
+    from clipvis.video.inference import SlotSwitches
+
+    total = SlotSwitches()
+    for switches_file in switches_files:
+        total.add(SlotSwitches(**read_json(switches_file)))
+    write_json(path, {**asdict(total), "switch_rate": total.rate()}, indent=1)
+    return total.rate()
 
 
 def _gather_results(path: Path, progress_files: list[Path]) -> Path:

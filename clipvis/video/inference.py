@@ -20,6 +20,9 @@ A frame's mask is suppressed for a selected (slot, class) when sqrt(sigmoid(p_t[
 0.1 · s (s: the pair's video score). As sigmoid(p) >= 0.5, only frames with o_t < 0.02 · s² can be
 suppressed, so only those class probabilities are looked up. Suppressed frames get an empty mask
 and add nothing to the mask score m = Σ sigmoid / (Σ count + 1e-6); the final score is s · m.
+
+Each video also counts how often matching changed the query that fills a slot showing an object
+(`SlotSwitches`): when the strategies differ in AP, or do not, this says how much matching acted.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ SUPPRESSION_FACTOR = 0.1  # a frame is suppressed when its score is below 0.1 x 
 # sigmoid(p) >= 0.5, so a frame can only be suppressed when o_t < 0.02 s²; the margin absorbs rounding.
 SUPPRESSIBLE_OBJECT_PROB = 2 * SUPPRESSION_FACTOR ** 2 * 1.05
 MASK_SCORE_EPS = 1e-6
-UPSAMPLE_QUERIES = 16  # masks upsampled to the original resolution at once
+UPSAMPLE_QUERIES = 16
+OBJECT_SHOWN = 0.5  # a slot shows an object when its object probability is at least this  # masks upsampled to the original resolution at once
 
 
 def inference_device(setting: str) -> torch.device:
@@ -110,11 +114,13 @@ def segment_video(model: CLIPVIS, frames: Iterable[torch.Tensor], text: TextEmbe
 def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text: TextEmbeddings,
                            variants: dict[str, Config], video_id: int | str = 1,
                            category_ids: list[int] | None = None, timings: dict[str, float] | None = None,
-                           on_frames: Callable[[int], None] | None = None) -> dict[str, list[dict]]:
+                           on_frames: Callable[[int], None] | None = None,
+                           switches: dict[str, SlotSwitches] | None = None) -> dict[str, list[dict]]:
     """`segment_video` for several test-time variants (matching and scoring settings) in one pass.
 
     The network runs once per frame; each variant has its own matcher, score sums and selection.
-    Settings other than `matching` and `scoring` come from the first variant.
+    Settings other than `matching` and `scoring` come from the first variant. `switches` (if given)
+    accumulates each variant's slot switches.
     """
     cfg = next(iter(variants.values()))
     if cfg.infer.frames_per_chunk < 1:
@@ -137,6 +143,9 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
                 on_frames(len(chunk))
         if not videos:
             raise InputError(str(video_id), "", "the video has no frames")
+        if switches is not None:
+            for name, video in videos.items():
+                switches.setdefault(name, SlotSwitches()).add(video.switches)
         with timer("postprocess"):
             return {name: videos[name].results(variant.scoring.detections_per_video, video_id, category_ids)
                     for name, variant in variants.items()}
@@ -158,6 +167,26 @@ class AlignedFrames:
     image_size: tuple[int, int]  # resized frame (h, w)
     original_size: tuple[int, int]  # (H, W)
     embeddings: torch.Tensor | None = None  # (B, Q, D) query embeddings, for matching
+    perms: torch.Tensor | None = None  # (B, Q) after matching: slot j of frame b holds query perms[b, j]
+
+
+@dataclass
+class SlotSwitches:
+    """How often matching put another query than in the previous frame into a slot showing an object.
+
+    `object_slots` counts the (frame, slot) pairs after a video's first frame whose object probability
+    is at least 0.5; `switches` those of them whose query differs from the previous frame's.
+    """
+
+    object_slots: int = 0
+    switches: int = 0
+
+    def add(self, other: SlotSwitches) -> None:
+        self.object_slots += other.object_slots
+        self.switches += other.switches
+
+    def rate(self) -> float | None:
+        return self.switches / self.object_slots if self.object_slots else None
 
 
 @torch.inference_mode()
@@ -187,7 +216,7 @@ def _align_chunk(network: AlignedFrames, matcher: TemporalMatcher, timer: _Timer
         perms = perms.to(network.mask_logits.device)  # (B, Q): slot j of frame b takes query perms[b, j]
         return AlignedFrames(_align(network.object_logits, perms), _align(network.ious, perms),
                              _align(network.mask_logits, perms), _align(network.class_logits, perms),
-                             network.padded_size, network.image_size, network.original_size)
+                             network.padded_size, network.image_size, network.original_size, perms=perms.cpu())
 
 
 class StreamingVideo:
@@ -204,6 +233,8 @@ class StreamingVideo:
         self._mask_sums: list[torch.Tensor] = []  # per chunk (B, Q) float64: Σ sigmoid over logit > 0
         self._mask_counts: list[torch.Tensor] = []  # per chunk (B, Q) int64: number of pixels with logit > 0
         self._empty_counts = encode_masks(torch.zeros(1, *output_size, dtype=torch.bool))[0]
+        self.switches = SlotSwitches()
+        self._last_perm: torch.Tensor | None = None  # (Q,) the previous frame's perm
 
     def add(self, frames: AlignedFrames) -> None:
         if frames.original_size != self.output_size:
@@ -211,11 +242,21 @@ class StreamingVideo:
         class_logits = frames.class_logits.float()
         self.score_sums.add(class_logits.cpu(), frames.ious.float().cpu(), frames.object_logits.float().cpu())
         self._object_probs.append(frames.object_logits.float().softmax(-1)[..., 0].cpu())
+        if frames.perms is not None:
+            self._count_switches(frames.perms, self._object_probs[-1])
         sums, counts = mask_score_terms(frames.mask_logits)
         self._mask_sums.append(sums.cpu())
         self._mask_counts.append(counts.cpu())
         for probs, mask_logits in zip(class_logits.softmax(-1), frames.mask_logits):
             self.spilled.append(probs, self._encode_frame(mask_logits, frames.padded_size, frames.image_size))
+
+    def _count_switches(self, perms: torch.Tensor, object_probs: torch.Tensor) -> None:
+        """perms, object_probs: (B, Q) in slot order."""
+        chained = perms if self._last_perm is None else torch.cat([self._last_perm[None], perms])
+        changed = chained[1:] != chained[:-1]  # (frames after the first, Q)
+        showing = object_probs[len(object_probs) - len(changed):] >= OBJECT_SHOWN
+        self.switches.add(SlotSwitches(int(showing.sum()), int((changed & showing).sum())))
+        self._last_perm = perms[-1]
 
     def _encode_frame(self, mask_logits: torch.Tensor, padded_size: tuple[int, int],
                       image_size: tuple[int, int]) -> list[str]:
