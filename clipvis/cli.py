@@ -22,6 +22,7 @@ COMMANDS = {
     "infer": "clipvis.video.infer_command",
     "segment": "clipvis.video.segment_command",
     "score": "clipvis.evaluation.command",
+    "eval-images": "clipvis.evaluation.images_command",
     "tables": "clipvis.reports.command",
     "compare": "clipvis.reports.compare_command",
     "bench": "clipvis.bench",

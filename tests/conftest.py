@@ -11,7 +11,8 @@ import pytest  # noqa: E402
 from clipvis.config import ToyWorldConfig, load_config  # noqa: E402
 
 TINY_WORLD = ToyWorldConfig(frame_size=48, min_frames=12, max_frames=14, train_images=8, train_videos=2,
-                            val_videos=2, ovis_videos=1, caption_images=20, heldout_captions=10)
+                            val_videos=2, ovis_videos=1, caption_images=20, heldout_captions=10,
+                            val_images=4)
 
 # A CPU-second-sized segmenter on a random-weight toy CLIP: the real architecture, tiny widths.
 TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.num_queries=8", "model.heads=4",

@@ -23,6 +23,7 @@ EXPECTED = {
     "coco_train": ("coco/train2017", "coco/annotations/instances_train2017.json", None, True),
     "ytvis19_train": ("ytvis2019/train/JPEGImages", "ytvis2019/train.json", None, True),
     "toy_lvis_train": ("toy/toy_lvis_train/images", "toy/toy_lvis_train/annotations.json", None, True),
+    "toy_lvis_val": ("toy/toy_lvis_val/images", "toy/toy_lvis_val/annotations.json", None, True),
     "toy_ytvis_train": ("toy/toy_ytvis_train/JPEGImages", "toy/toy_ytvis_train/annotations.json", None, True),
     "toy_lvvis": ("toy/toy_lvvis/JPEGImages", "toy/toy_lvvis/annotations.json", "lvvis", True),
     "toy_ovis": ("toy/toy_ovis/JPEGImages", "toy/toy_ovis/annotations.json", "ytvis", True),

@@ -20,13 +20,14 @@ from clipvis.data.toy_world import EXIT, make_categories
 from clipvis.errors import InputError
 from clipvis.io import read_json
 
-TINY = ToyWorldConfig(frame_size=48, min_frames=12, max_frames=14, train_images=6, train_videos=2, val_videos=3,
-                      ovis_videos=2, caption_images=8, heldout_captions=4)
+TINY = ToyWorldConfig(frame_size=48, min_frames=12, max_frames=14, train_images=6, val_images=4, train_videos=2,
+                      val_videos=3, ovis_videos=2, caption_images=8, heldout_captions=4)
 # pycocotools' decode under numpy 2 warns on every call; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 HEIGHT, WIDTH = 48, 60  # 48 * 1.25
-JSON_FILES = ("categories.json", "toy_lvis_train/annotations.json", "toy_ytvis_train/annotations.json",
-              "toy_lvvis/annotations.json", "toy_ovis/annotations.json", "toy_captions/captions.json")
+JSON_FILES = ("categories.json", "toy_lvis_train/annotations.json", "toy_lvis_val/annotations.json",
+              "toy_ytvis_train/annotations.json", "toy_lvvis/annotations.json", "toy_ovis/annotations.json",
+              "toy_captions/captions.json")
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,7 @@ def test_layout_and_category_files(world):
         assert load(world, dataset)["categories"] == categories
     manifest = read_json(world / "world.json")
     assert manifest["config"]["frame_size"] == 48 and manifest["counts"]["toy_lvvis"]["videos"] == 3
+    assert manifest["counts"]["toy_lvis_val"]["images"] == 4
     assert (world.parent / "samples.png").stat().st_size > 10_000
 
 

@@ -154,6 +154,8 @@ _BENCHMARKS = (
         manual=_ytvis_manual(_YTVIS19_SITE, "ytvis2019", "train")),
     Benchmark("toy_lvis_train", "image", "train", "toy/toy_lvis_train/images",
               "toy/toy_lvis_train/annotations.json", "toy", novel_split="partition", manual=_TOY_MANUAL),
+    Benchmark("toy_lvis_val", "image", "val", "toy/toy_lvis_val/images", "toy/toy_lvis_val/annotations.json",
+              "toy", novel_split="partition", manual=_TOY_MANUAL),
     Benchmark("toy_ytvis_train", "video", "train", "toy/toy_ytvis_train/JPEGImages",
               "toy/toy_ytvis_train/annotations.json", "toy", novel_split="partition", manual=_TOY_MANUAL),
     Benchmark("toy_lvvis", "video", "val", "toy/toy_lvvis/JPEGImages", "toy/toy_lvvis/annotations.json", "toy",

@@ -4,6 +4,7 @@ Layout under `root/toy/`:
 
     categories.json                  {"categories": [{id, name, partition, frequency, colour, shape}]}
     toy_lvis_train/annotations.json  LVIS v1 images, base categories only   + images/<id:06d>.jpg
+    toy_lvis_val/annotations.json    LVIS v1 held-out images, all categories + images/<id:06d>.jpg
     toy_ytvis_train/annotations.json YTVIS 2019 videos, base categories only + JPEGImages/<video>/<frame>.jpg
     toy_lvvis/annotations.json       YTVIS videos, all categories (LV-VIS `partition`) + JPEGImages/...
     toy_ovis/annotations.json        YTVIS videos crowded with overlapping objects, all categories + JPEGImages/...
@@ -11,8 +12,10 @@ Layout under `root/toy/`:
     world.json                       the config, counts and a content hash; written last
 
 Training sets keep the pixels of novel objects but drop their annotations (as LVIS without its rare
-categories does). Every category list holds all categories, so ids are 1..N in every file. File
-names in annotations are relative to the images folder (`images/` or `JPEGImages/`).
+categories does). toy_lvis_val has the scenes of toy_lvis_train, but every category is equally likely
+and every object is annotated: it gives image-level AP on base and novel categories. Every category
+list holds all categories, so ids are 1..N in every file. File names in annotations are relative to
+the images folder (`images/` or `JPEGImages/`).
 Scene i of a dataset comes from its own seed (config seed, dataset name, i): see `dataset_scenes`.
 """
 
@@ -42,8 +45,9 @@ from clipvis.io import read_json, write_json
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
-LVIS_TRAIN, YTVIS_TRAIN, CAPTIONS = "toy_lvis_train", "toy_ytvis_train", "toy_captions"
+LVIS_TRAIN, LVIS_VAL, YTVIS_TRAIN, CAPTIONS = "toy_lvis_train", "toy_lvis_val", "toy_ytvis_train", "toy_captions"
 LVVIS, OVIS = "toy_lvvis", "toy_ovis"
+IMAGE_SETS = (LVIS_TRAIN, LVIS_VAL)
 VIDEO_SETS = (YTVIS_TRAIN, LVVIS, OVIS)
 TRAINING_SETS = (LVIS_TRAIN, YTVIS_TRAIN)  # base annotations only, categories sampled by frequency
 FREQUENCY_WEIGHT = {"f": 3.0, "c": 1.0, "r": 1.0}  # how often an object is of a category, in training sets
@@ -101,9 +105,10 @@ def _recipe(cfg: ToyWorldConfig, categories: Sequence[Category], dataset: str) -
                         speed=(0.01, 0.035), exits=1, crossing_probability=0.5)
     crowded = SceneStyle(frames=frames, objects=(cfg.max_objects, 2 * cfg.max_objects), radius=(0.12, 0.3),
                          speed=(0.005, 0.02), spread=0.5, exits=1, crossing_probability=1.0)
+    images = SceneStyle(frames=(1, 1), objects=(1, cfg.max_objects), radius=(0.06, 0.3), speed=(0, 0))
     recipes = {
-        LVIS_TRAIN: (cfg.train_images, SceneStyle(frames=(1, 1), objects=(1, cfg.max_objects), radius=(0.06, 0.3),
-                                                  speed=(0, 0))),
+        LVIS_TRAIN: (cfg.train_images, images),
+        LVIS_VAL: (cfg.val_images, images),
         YTVIS_TRAIN: (cfg.train_videos, videos),
         LVVIS: (cfg.val_videos, videos),
         OVIS: (cfg.ovis_videos, crowded),
@@ -126,8 +131,8 @@ def _check_config(cfg: ToyWorldConfig) -> None:
         ("max_objects", cfg.max_objects >= 1, "must be at least 1"),
     ]
     checks += [(key, getattr(cfg, key) >= 0, "must be 0 or more")
-               for key in ("train_images", "train_videos", "val_videos", "ovis_videos", "caption_images",
-                           "heldout_captions")]
+               for key in ("train_images", "val_images", "train_videos", "val_videos", "ovis_videos",
+                           "caption_images", "heldout_captions")]
     for key, ok, problem in checks:
         if not ok:
             raise InputError(CONFIG_SOURCE, f"toy.{key}", f"{problem}, got {getattr(cfg, key)!r}")
@@ -135,18 +140,18 @@ def _check_config(cfg: ToyWorldConfig) -> None:
 
 def _write_world(cfg: ToyWorldConfig, toy: Path) -> dict:
     categories = make_categories(cfg.colours, cfg.shapes, cfg.novel_fraction, cfg.seed)
-    for dataset in (LVIS_TRAIN, *VIDEO_SETS, CAPTIONS):
+    for dataset in (*IMAGE_SETS, *VIDEO_SETS, CAPTIONS):
         shutil.rmtree(toy / dataset, ignore_errors=True)  # no stale frames from an earlier config
     write_json(toy / "categories.json", {"categories": [c.record() for c in categories]}, indent=2)
     base_ids = {c.id for c in categories if not c.is_novel}
     all_ids = {c.id for c in categories}
     counts = {"categories": {"base": len(base_ids), "novel": len(all_ids - base_ids)}}
-    counts[LVIS_TRAIN] = _write_lvis(toy / LVIS_TRAIN, dataset_scenes(cfg, categories, LVIS_TRAIN),
-                                     cfg.train_images, categories, base_ids)
-    for dataset, count in ((YTVIS_TRAIN, cfg.train_videos), (LVVIS, cfg.val_videos), (OVIS, cfg.ovis_videos)):
+    for dataset in (*IMAGE_SETS, *VIDEO_SETS):
         annotated = base_ids if dataset in TRAINING_SETS else all_ids
-        counts[dataset] = _write_ytvis(toy / dataset, dataset_scenes(cfg, categories, dataset), count,
-                                       categories, annotated, dataset)
+        write = _write_lvis if dataset in IMAGE_SETS else _write_ytvis
+        count = _recipe(cfg, categories, dataset)[0]
+        counts[dataset] = write(toy / dataset, dataset_scenes(cfg, categories, dataset), count, categories,
+                                annotated, dataset)
     counts[CAPTIONS] = _write_captions(toy / CAPTIONS, cfg, categories)
     return counts
 
@@ -169,9 +174,9 @@ def _info(dataset: str) -> dict:
 
 
 def _write_lvis(directory: Path, scenes: Iterator[Scene], total: int, categories: Sequence[Category],
-                annotated: set[int]) -> dict:
+                annotated: set[int], dataset: str) -> dict:
     images, annotations = [], []
-    for image_id, scene in enumerate(tqdm(scenes, total=total, desc=LVIS_TRAIN, unit="image"), start=1):
+    for image_id, scene in enumerate(tqdm(scenes, total=total, desc=dataset, unit="image"), start=1):
         (frame,) = render_scene(scene)
         file_name = f"{image_id:06d}.jpg"
         _save_jpeg(directory / "images" / file_name, frame.image)
@@ -189,7 +194,7 @@ def _write_lvis(directory: Path, scenes: Iterator[Scene], total: int, categories
         image_sets[annotation["category_id"]].add(annotation["image_id"])
     records = [{**c.record(), "synonyms": [c.name], "image_count": len(image_sets[c.id]),
                 "instance_count": sum(a["category_id"] == c.id for a in annotations)} for c in categories]
-    write_json(directory / "annotations.json", {"info": _info(LVIS_TRAIN), "images": images,
+    write_json(directory / "annotations.json", {"info": _info(dataset), "images": images,
                                                 "annotations": annotations, "categories": records})
     return {"images": len(images), "annotations": len(annotations)}
 
