@@ -15,7 +15,7 @@ BIN = Path(sys.executable).parent
 
 TINY = """
 toy: {frame_size: 48, min_frames: 12, max_frames: 13, train_images: 12, train_videos: 2, val_videos: 2,
-      ovis_videos: 2, caption_images: 60, heldout_captions: 10}
+      ovis_videos: 2, caption_images: 60, heldout_captions: 10, val_images: 3}
 clip_pretrain: {epochs: 1, batch_size: 32}
 model: {hidden_dim: 32, num_queries: 8, heads: 4, dec_layers: 3, dec_ffn_dim: 64, enc_layers: 1,
         enc_ffn_dim: 64, mask_dim: 32}
@@ -27,7 +27,8 @@ WORKFLOW = {"toy": {"params_dir": "params/toy", "models": ["default", "iou_poole
                     "benchmarks": ["toy_lvvis", "toy_ovis"], "ablation_benchmarks": ["toy_lvvis", "toy_ovis"],
                     "complexity_models": ["default"], "complexity_frame": [48, 64], "ablation_model": "default",
                     "ablation_variants": ["default", "no_woc_no_tkm", "woc_no_tkm", "adjacent", "T9_K3"],
-                    "pretrain_clip": True}}
+                    "pretrain_clip": True, "image_benchmarks": ["toy_lvis_val"],
+                    "qualitative_videos": ["toy_lvvis/00001"]}}
 
 
 def run(command, cwd, env):
@@ -60,12 +61,15 @@ def test_reproduce_all_then_a_dvc_experiment(tmp_path):
     assert {"table2/default · woc_no_tkm/LV-VIS AP", "table4/iou_relu · default/LV-VIS AP"} <= set(summary)
     assert (work / "reports" / "index.html").exists() and (work / "reports" / "tables" / "table5.tex").exists()
     assert json.loads((work / "runs/toy/default/bench/complexity.json").read_text())["gflops_per_frame"] > 0
+    assert {f"images/{model}/toy_lvis_val AP" for model in WORKFLOW["toy"]["models"]} <= set(summary)
+    assert (work / "reports" / "qualitative" / "default" / "toy_lvvis_00001" / "overlay.gif").is_file()
+    assert "switch_rate" in json.loads((work / "runs/toy/default/infer/toy_lvvis/T9_K3/matching.json").read_text())
 
     import mlflow
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(search_all_experiments=True)
-    assert {"pretrain_clip", "train", "infer"} <= set(runs["tags.stage"])
+    assert {"pretrain_clip", "train", "infer", "score", "eval_images"} <= set(runs["tags.stage"])
     assert (runs["tags.stage"] == "train").sum() == 3
 
     # DVC: record what Snakemake made, then change one ablation parameter as an experiment.

@@ -202,6 +202,8 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     gif.parent.mkdir(parents=True)
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=200, loop=0)
     videos = put_matching_results(toy_runs, tiny_world)
+    put_file(toy_runs / "toy" / "default" / "eval_images" / "toy_lvis_val" / "metrics.json",
+             json.dumps({"metrics": {"AP": 0.1533, "AP50": 0.2277, "AP75": 0.1615, "APb": 0.1578, "APn": None}}).encode())
     samples = tmp_path / "samples.png"
     Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (64, 1, 3))).save(samples)
 
@@ -219,6 +221,10 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
         assert f'src="{src}"' in page and (reports / src).is_file(), src
     assert "12.3</span> / <span class=\"paper\">19.5" in page and "ours / paper" in page
     assert (reports / "tables" / "table5.tex").is_file()
+    assert "<h2>Image-level AP</h2>" in page and "<td>toy_lvis_val</td>" in page and ">15.3<" in page
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["images/default/toy_lvis_val AP"] == 15.33 and "images/default/toy_lvis_val APn" not in summary
+    assert summary["table1/default · default/LV-VIS val AP"] == 12.349
 
     screenshot = tmp_path / "screenshot.png"
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     vocab.add_argument("--vocab", metavar="'a,b,c'", help="comma-separated class names")
     vocab.add_argument("--vocab-file", type=Path, metavar="FILE",
                        help="one class name per line (commas inside a line separate synonyms)")
+    vocab.add_argument("--benchmark", help="the vocabulary of a registered benchmark (e.g. toy_lvvis, lvvis_val)")
+    parser.add_argument("--root", help="data root for --benchmark (default: $CLIPVIS_DATA, else data)")
     parser.add_argument("--checkpoint", help="trained segmenter checkpoint (without it: random weights, for trying "
                                              "the command out only)")
     parser.add_argument("--params", help="params YAML (default: the built-in toy defaults)")
@@ -43,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from clipvis.video.frames import open_frames
 
     source = open_frames(args.input)
-    class_names = read_vocabulary(argparse.Namespace(benchmark=None, vocab=args.vocab, vocab_file=args.vocab_file))
+    class_names = read_vocabulary(args)
     cfg = load_config(args.params, args.overrides)
     records = segment(source, class_names, cfg, args.checkpoint)
 

@@ -38,4 +38,22 @@ def evaluation_targets():
     return targets
 
 
+def image_targets():
+    """Image-level AP of every model on the held-out image sets (toy scale only: real LVIS needs its
+    federated evaluator)."""
+    return expand(f"{RUNS}/{{model}}/eval_images/{{dataset}}/metrics.json", model=S["models"],
+                  dataset=S.get("image_benchmarks", []))
+
+
+def qualitative_targets():
+    """Overlay GIFs of the ablation model on a few videos ("benchmark/video" in the config)."""
+    return [f"{RUNS}/{S['ablation_model']}/qualitative/{item.replace('/', '_')}/overlay.gif"
+            for item in S.get("qualitative_videos", [])]
+
+
+def video_frames(benchmark, video):
+    """The frame folder of one video of a benchmark."""
+    return get_benchmark(benchmark).image_path(ROOT) / video
+
+
 TABLES = expand("reports/tables/table{n}.md", n=range(1, 7)) + ["reports/index.html"]

@@ -1,4 +1,5 @@
-# Inference (every test-time variant of a model in one pass over the videos) and scoring.
+# Inference (every test-time variant of a model in one pass over the videos) and scoring; image-level AP on
+# held-out images; overlays of a few videos with `clipvis segment`.
 
 rule infer:
     input: checkpoint=f"{RUNS}/{{model}}/train/model_final.pt", data=lambda w: data_ready(w.benchmark), clip=CLIP_WEIGHTS
@@ -24,3 +25,20 @@ rule complexity:
     params: params=lambda w: params_file(w.model), clip=clip_set
     shell: "clipvis bench complexity --params {params.params} --checkpoint {input.checkpoint} --set {params.clip}"
            " --height {S[complexity_frame][0]} --width {S[complexity_frame][1]} --out {output}"
+
+
+rule eval_images:
+    input: checkpoint=f"{RUNS}/{{model}}/train/model_final.pt", data=lambda w: data_ready(w.dataset), clip=CLIP_WEIGHTS
+    output: f"{RUNS}/{{model}}/eval_images/{{dataset}}/metrics.json"
+    params: params=lambda w: params_file(w.model), clip=clip_set
+    shell: "clipvis eval-images --params {params.params} --checkpoint {input.checkpoint} --dataset {wildcards.dataset}"
+           " --set data.root={ROOT} {params.clip} --out {RUNS}/{wildcards.model}/eval_images/{wildcards.dataset}"
+
+
+rule qualitative:
+    input: checkpoint=f"{RUNS}/{{model}}/train/model_final.pt", data=lambda w: data_ready(w.benchmark), clip=CLIP_WEIGHTS
+    output: f"{RUNS}/{{model}}/qualitative/{{benchmark}}_{{video}}/overlay.gif"
+    params: params=lambda w: params_file(w.model), clip=clip_set, frames=lambda w: video_frames(w.benchmark, w.video)
+    shell: "clipvis segment {params.frames} --benchmark {wildcards.benchmark} --root {ROOT} --params {params.params}"
+           " --checkpoint {input.checkpoint} --set data.root={ROOT} {params.clip}"
+           " --out {RUNS}/{wildcards.model}/qualitative/{wildcards.benchmark}_{wildcards.video}"

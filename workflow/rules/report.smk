@@ -1,8 +1,10 @@
-# Tables I-VI, plots, qualitative overlays (from the inference results) and reports/index.html.
+# Tables I-VI, image-level AP, plots, qualitative overlays and reports/index.html.
 
 rule tables:
     input:
         evaluation_targets(),
         expand(f"{RUNS}/{{model}}/bench/complexity.json", model=S["complexity_models"]),
+        image_targets(),
+        qualitative_targets(),
     output: TABLES
     shell: "clipvis tables --scale {SCALE} --runs runs --data {ROOT} --out reports"
