@@ -30,6 +30,9 @@ def submit(cfg: Config, call: Callable, job_name: str, log_dir: str | Path):
     """Submit `call` with the resources of `cfg.launch`; returns the submitit job."""
     import submitit
 
+    # submitit's import gives its logger handlers on stdout and stderr; here its records go to the
+    # application's logging only, so the command's stdout stays its result (the job keeps its own).
+    logging.getLogger("submitit").handlers.clear()
     resources = cfg.launch
     executor = submitit.AutoExecutor(folder=Path(log_dir) / "slurm", cluster="slurm")
     parameters = dict(name=job_name, nodes=resources.nodes, tasks_per_node=max(1, resources.gpus_per_node),

@@ -55,18 +55,28 @@ def add_arguments(parser) -> None:
                         help="test-time variants from --variants-file, all in one pass: DIR/<variant>/results.json")
     parser.add_argument("--variants-file", default="params/variants.yaml",
                         help="variant name -> list of KEY=VALUE overrides (default: params/variants.yaml)")
+    parser.add_argument("--launcher", choices=["local", "slurm"],
+                        help="override launch.launcher (slurm: one task with at most one GPU; a requeued job "
+                             "resumes at the next unfinished video)")
 
 
 def main(args) -> int:
     from clipvis.config import load_config
+    from clipvis.launch import launch
 
+    cfg = load_config(args.params, args.overrides)
+    if args.launcher:
+        cfg.launch.launcher = args.launcher
+    cfg.launch.gpus_per_node = min(cfg.launch.gpus_per_node, 1)  # inference is one process
+    variants = cfg
+    if args.variants:
+        variants = {name: load_config(args.params, args.overrides + overrides)
+                    for name, overrides in read_variants(args.variants_file, args.variants).items()}
+    paths = launch(cfg, infer_benchmark, variants, args.benchmark, args.checkpoint, args.out, root=args.root,
+                   job_name="infer", log_dir=args.out)
     if not args.variants:
-        cfg = load_config(args.params, args.overrides)
-        print(infer_benchmark(cfg, args.benchmark, args.checkpoint, args.out, root=args.root)[""])
+        print(paths[""])
         return 0
-    variants = {name: load_config(args.params, args.overrides + overrides)
-                for name, overrides in read_variants(args.variants_file, args.variants).items()}
-    paths = infer_benchmark(variants, args.benchmark, args.checkpoint, args.out, root=args.root)
     write_json(Path(args.out) / VARIANTS_FILE, {"benchmark": args.benchmark, "variants": list(paths)}, indent=1)
     print(Path(args.out) / VARIANTS_FILE)
     return 0
