@@ -155,6 +155,19 @@ def test_checkpoint_file_loads_bit_identical(tmp_path):
     assert torch.equal(loaded.encode_text(tokens), original.encode_text(tokens))
 
 
+def test_random_weights_are_the_same_in_every_process_and_leave_the_global_generator_alone():
+    torch.manual_seed(1)
+    first = FrozenCLIP("clipvis_toy_rn")
+    after = torch.rand(3)
+    torch.manual_seed(1)
+    torch.rand(5)  # another global state: the random CLIP is still the same
+    second = FrozenCLIP("clipvis_toy_rn")
+    assert all(torch.equal(a, b) for a, b in zip(first.clip.state_dict().values(), second.clip.state_dict().values()))
+    torch.manual_seed(1)
+    FrozenCLIP("clipvis_toy_rn")
+    assert torch.equal(torch.rand(3), after)
+
+
 def test_checkpoint_of_another_model_is_input_error(tmp_path):
     path = tmp_path / "convnext.pt"
     torch.save(seeded_clip("clipvis_toy_convnext").clip.state_dict(), path)

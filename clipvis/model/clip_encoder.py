@@ -33,6 +33,7 @@ open_clip.add_model_config(CONFIG_DIR)
 
 FEATURE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32, "clip_dense": 32}
 PRETRAINED_SET_KEY = "clip.pretrained"  # the config key that points at a local checkpoint
+RANDOM_WEIGHTS_SEED = 0  # random-weight CLIPs (pretrained None) are the same in every process
 
 
 def file_sha256(path: str | Path) -> str:
@@ -47,7 +48,10 @@ class FrozenCLIP(nn.Module):
     """A frozen open_clip CLIP with a convolutional image trunk.
 
     `pretrained` is an open_clip tag (e.g. "openai", "laion_aesthetic_s13b_b82k"), a checkpoint file
-    (.pt/.bin/.safetensors; .pt is read with weights_only=True), or None for random weights.
+    (.pt/.bin/.safetensors; .pt is read with weights_only=True), or None for random weights. Random
+    weights come from a fixed seed (RANDOM_WEIGHTS_SEED), so every process that builds the same model
+    gets the same CLIP (a checkpoint holds only the trained parts), and torch's global generator is
+    left as it was.
     `cache_dir` is where open_clip finds (or downloads) tagged weights; None means its default.
     OpenAI weights given as a file need the "-quickgelu" model name (e.g. RN50-quickgelu), as in
     open_clip; with the tag this is done automatically.
@@ -222,6 +226,10 @@ def _create_open_clip(model_name: str, pretrained: str | None, cache_dir: str | 
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise InputError(pretrained, "", f"neither an open_clip tag of {model_name} (tags: {tags}) "
                                          "nor an existing checkpoint file")
+    if not pretrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return open_clip.create_model(model_name)
     try:
         # open_clip 3 builds tagged OpenAI weights with plain GELU unless asked; the reference
         # (open_clip 2.24) used QuickGELU for them, as they were trained.
