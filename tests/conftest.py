@@ -21,6 +21,19 @@ TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.num_queries=
               "train.amp=false", "train.num_workers=0", "infer.min_size=48", "infer.frames_per_chunk=3"]
 
 
+class FakeMlflow:
+    """Stands in for the `mlflow` module a stage run yields: keeps what is logged in a dict."""
+
+    def __init__(self, logged):
+        self.logged = logged
+
+    def log_metrics(self, metrics):
+        self.logged.update(metrics)
+
+    def log_artifact(self, path):
+        self.logged.setdefault("artifacts", []).append(path)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_mlflow_store(tmp_path_factory):
     """Runs logged by tests go to a store of their own, never the project's runs/mlflow.db (a test may

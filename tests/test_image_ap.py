@@ -25,7 +25,7 @@ from clipvis.io import read_json
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.train import save_checkpoint
 
-from conftest import TINY_MODEL, TINY_WORLD
+from conftest import TINY_MODEL, TINY_WORLD, FakeMlflow
 
 WORLD = replace(TINY_WORLD, val_images=3)
 
@@ -175,17 +175,6 @@ def test_toy_lvis_val_annotates_every_visible_object_novel_ones_included(world_r
 
 
 # ---------------------------------------------------------------- the command
-
-
-class FakeMlflow:
-    def __init__(self, logged):
-        self.logged = logged
-
-    def log_metrics(self, metrics):
-        self.logged.update(metrics)
-
-    def log_artifact(self, path):
-        self.logged.setdefault("artifacts", []).append(path)
 
 
 @pytest.fixture

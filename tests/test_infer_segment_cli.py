@@ -15,6 +15,7 @@ from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.train import save_checkpoint
 from clipvis.video import infer_command, inference, segment_command
 from clipvis.reports.overlays import write_mp4
+from conftest import FakeMlflow
 
 PARAMS = """
 clip:
@@ -81,17 +82,6 @@ def parse(module, argv):
 def run_infer(world, out, overrides=(), tracking=False):
     cfg = load_config(world["params"], list(overrides))
     return infer_command.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=tracking)[""]
-
-
-class FakeMlflow:
-    def __init__(self, logged):
-        self.logged = logged
-
-    def log_metrics(self, metrics):
-        self.logged.update(metrics)
-
-    def log_artifact(self, path):
-        self.logged.setdefault("artifacts", []).append(path)
 
 
 def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
