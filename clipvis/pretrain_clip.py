@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 CAPTIONS = "toy_captions"
 SPLIT_BENCHMARK = "toy_lvvis"  # a toy benchmark with the base/novel split (all toy sets share the vocabulary)
-CROP_SCALE = (0.6, 1.0)  # fraction of the image area kept by the random crop
-CROP_RATIO = (0.75, 1.4)  # width / height of the crop; a whole 5:4 toy image fits in
 WARMUP_FRACTION = 0.05
 MAX_LOGIT_SCALE = math.log(100.0)
 EVAL_BATCH = 256
@@ -157,7 +155,8 @@ def train_clip(model_name: str, images: torch.Tensor, texts: list[list[str]], gr
     batch their texts all count as matches (`contrastive_loss`).
 
     AdamW (no weight decay on biases, norms and the temperature), linear warm-up then cosine decay,
-    random resized crops, flips and quarter turns (no colour changes: colour is part of every class).
+    whole images (resized once to the input size) with random flips and quarter turns: no crops, which
+    cut away objects that the caption names, and no colour changes, since colour is part of every class.
     Initial weights, batches and augmentations come from torch's global random generator: seed it
     for a repeatable run. `log_epoch(metrics, epoch)` receives the epoch's mean loss, the learning
     rate and the temperature.
@@ -166,8 +165,7 @@ def train_clip(model_name: str, images: torch.Tensor, texts: list[list[str]], gr
     tokenizer = open_clip.get_tokenizer(model_name)
     size = image_size(model)
     mean, std = preprocess_cfg_stats(model)
-    augment = v2.Compose([v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
-                          v2.RandomHorizontalFlip(), random_quarter_turn])
+    images = resize_square(images, size)  # (N, 3, size, size)
     steps_per_epoch = len(images) // batch_size
     if steps_per_epoch == 0:
         raise InputError("clip_pretrain.batch_size", "", f"larger than the {len(images)} training pairs")
@@ -181,7 +179,7 @@ def train_clip(model_name: str, images: torch.Tensor, texts: list[list[str]], gr
         order = torch.randperm(len(images))
         for step in range(steps_per_epoch):
             batch = order[step * batch_size:(step + 1) * batch_size].tolist()
-            pixels = normalise(torch.stack([augment(images[i]) for i in batch]), mean, std)
+            pixels = normalise(torch.stack([flip_and_turn(images[i]) for i in batch]), mean, std)
             tokens = tokenizer([draw_text(texts[i]) for i in batch])  # (B, context_length)
             image_features, text_features, scale = model(pixels, tokens)
             loss = contrastive_loss(image_features, text_features, scale, groups[batch])
@@ -204,6 +202,10 @@ def train_clip(model_name: str, images: torch.Tensor, texts: list[list[str]], gr
 def random_quarter_turn(image: torch.Tensor) -> torch.Tensor:
     """(3, S, S) -> the same turned by a random multiple of 90 degrees (toy shapes lie at any angle)."""
     return image.rot90(int(torch.randint(4, ())), dims=(-2, -1))
+
+
+# (3, S, S) -> the same, mirrored with probability 1/2, then turned: every pixel is kept
+flip_and_turn = v2.Compose([v2.RandomHorizontalFlip(), random_quarter_turn])
 
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,

@@ -11,8 +11,8 @@ from clipvis import pretrain_clip_command
 from clipvis.errors import InputError
 from clipvis.model.clip_encoder import FrozenCLIP
 from clipvis.model.text_classifier import class_text_embeddings
-from clipvis.pretrain_clip import (CaptionPairs, content_groups, contrastive_loss, image_texts, load_caption_pairs,
-                                   save_checkpoint, train_clip, warmup_cosine, zero_shot_accuracy)
+from clipvis.pretrain_clip import (CaptionPairs, content_groups, contrastive_loss, flip_and_turn, image_texts,
+                                   load_caption_pairs, save_checkpoint, train_clip, warmup_cosine, zero_shot_accuracy)
 
 TINY = "clipvis_test_tiny_rn"  # registered below: 32-pixel input, width 8, a 1-layer text tower
 CATEGORIES = [  # (id, name, partition, colour): partition 0/1 base, 2/3 novel
@@ -125,6 +125,20 @@ def test_image_texts_add_the_class_prompts_to_single_category_captions():
 
 def test_content_groups_match_images_showing_the_same_categories():
     assert content_groups([[1], [2, 3], [3, 2], [1], [2]]).tolist() == [0, 1, 1, 0, 2]
+
+
+def test_augmentation_keeps_the_whole_image_in_each_of_its_eight_orientations():
+    # No crop: a caption names every object in its image, so each view must keep all of them.
+    image = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)
+    orientations = [oriented.rot90(turns, dims=(-2, -1)) for oriented in (image, image.flip(-1)) for turns in range(4)]
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(100):
+        view = flip_and_turn(image)
+        matches = [index for index, oriented in enumerate(orientations) if torch.equal(view, oriented)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(range(8))
 
 
 def test_contrastive_loss_is_clip_loss_with_distinct_groups_and_shares_matches_otherwise():
