@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 
 from clipvis.config import ToyWorldConfig
 from clipvis.data import toy_datasets
-from clipvis.data.toy_datasets import dataset_scenes, generate_toy_world
+from clipvis.data.toy_datasets import caption_scene, dataset_scenes, generate_toy_world
 from clipvis.data.toy_render import render_scene
 from clipvis.data.toy_world import EXIT, make_categories
 from clipvis.errors import InputError
@@ -227,6 +227,21 @@ def test_captions_cover_train_and_heldout(world):
     assert [i["caption"] for i in heldout] == [f"a photo of a {names[k]}" for k in (1, 2, 3, 4)]
 
 
+def test_caption_boxes_are_the_visible_extent_of_each_named_category(world):
+    items = read_json(world / "toy_captions" / "captions.json")["items"]
+    categories = make_categories(TINY.colours, TINY.shapes, TINY.novel_fraction, TINY.seed)
+    plan = [("train", i) for i in range(TINY.caption_images)] + [("heldout", i) for i in range(TINY.heldout_captions)]
+    for item, (split, index) in zip(items, plan, strict=True):
+        scene, _ = caption_scene(TINY, categories, split, index)
+        (frame,) = render_scene(scene)
+        assert len(item["boxes"]) == len(item["category_ids"])
+        for category_id, (x, y, w, h) in zip(item["category_ids"], item["boxes"]):
+            shown = frame.visible[[obj.category_id == category_id for obj in scene.objects]].any(0)
+            inside = np.zeros_like(shown)
+            inside[y:y + h, x:x + w] = True
+            assert shown.any() and not shown[~inside].any()  # the box holds every visible pixel...
+            edges = shown[y, x:x + w], shown[y + h - 1, x:x + w], shown[y:y + h, x], shown[y:y + h, x + w - 1]
+            assert all(edge.any() for edge in edges)  # ...and is no larger
 # ---------------------------------------------------------------- determinism and idempotence
 
 
@@ -255,6 +270,16 @@ def test_second_run_skips_and_a_new_config_regenerates(tmp_path, caplog):
     assert read_json(toy / "world.json")["config"]["ovis_videos"] == 1
     assert len(read_json(annotations)["videos"]) == 1
     assert sorted(p.name for p in (toy / "toy_ovis" / "JPEGImages").iterdir()) == ["00000"]  # no stale video
+
+
+def test_a_world_of_an_older_format_is_regenerated(tmp_path, monkeypatch):
+    toy = generate_toy_world(TINY, tmp_path, samples_path=None)
+    assert read_json(toy / "world.json")["format"] == toy_datasets.WORLD_FORMAT
+    monkeypatch.setattr(toy_datasets, "WORLD_FORMAT", toy_datasets.WORLD_FORMAT + 1)
+    stamp = (toy / "toy_ovis" / "annotations.json").stat().st_mtime_ns
+    generate_toy_world(TINY, tmp_path, samples_path=None)
+    assert (toy / "toy_ovis" / "annotations.json").stat().st_mtime_ns != stamp
+    assert read_json(toy / "world.json")["format"] == toy_datasets.WORLD_FORMAT
 
 
 def test_interrupted_generation_leaves_no_manifest(tmp_path, monkeypatch):

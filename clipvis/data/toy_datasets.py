@@ -8,14 +8,15 @@ Layout under `root/toy/`:
     toy_ytvis_train/annotations.json YTVIS 2019 videos, base categories only + JPEGImages/<video>/<frame>.jpg
     toy_lvvis/annotations.json       YTVIS videos, all categories (LV-VIS `partition`) + JPEGImages/...
     toy_ovis/annotations.json        YTVIS videos crowded with overlapping objects, all categories + JPEGImages/...
-    toy_captions/captions.json       {"items": [{id, file_name, caption, category_ids, split}]} + images/...
-    world.json                       the config, counts and a content hash; written last
+    toy_captions/captions.json       {"items": [{id, file_name, caption, category_ids, boxes, split}]} + images/...
+    world.json                       the format version, config, counts and a content hash; written last
 
 Training sets keep the pixels of novel objects but drop their annotations (as LVIS without its rare
 categories does). toy_lvis_val has the scenes of toy_lvis_train, but every category is equally likely
 and every object is annotated: it gives image-level AP on base and novel categories. Every category
 list holds all categories, so ids are 1..N in every file. File names in annotations are relative to
-the images folder (`images/` or `JPEGImages/`).
+the images folder (`images/` or `JPEGImages/`). A caption item's `boxes` are the visible extents of its
+categories ([x, y, w, h], one per category id, in the same order), for cutting out object crops.
 Scene i of a dataset comes from its own seed (config seed, dataset name, i): see `dataset_scenes`.
 """
 
@@ -45,6 +46,7 @@ from clipvis.io import read_json, write_json
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
+WORLD_FORMAT = 2  # bumped when the files change for the same config, so that older worlds are regenerated
 LVIS_TRAIN, LVIS_VAL, YTVIS_TRAIN, CAPTIONS = "toy_lvis_train", "toy_lvis_val", "toy_ytvis_train", "toy_captions"
 LVVIS, OVIS = "toy_lvvis", "toy_ovis"
 IMAGE_SETS = (LVIS_TRAIN, LVIS_VAL)
@@ -68,7 +70,7 @@ def generate_toy_world(cfg: ToyWorldConfig, root: Path,
     toy = Path(root) / "toy"
     manifest_path = toy / "world.json"
     config = asdict(cfg)
-    if manifest_path.exists() and read_json(manifest_path).get("config") == config:
+    if manifest_path.exists() and _manifest_matches(read_json(manifest_path), config):
         log.info("toy world at %s was generated with the same config; skipping generation", toy)
         generated = False
     else:
@@ -76,12 +78,17 @@ def generate_toy_world(cfg: ToyWorldConfig, root: Path,
         manifest_path.unlink(missing_ok=True)  # from here on, nothing claims a complete world
         start = time.perf_counter()
         counts = _write_world(cfg, toy)
-        write_json(manifest_path, {"config": config, "counts": counts, "content_hash": _content_hash(toy)}, indent=2)
+        write_json(manifest_path, {"format": WORLD_FORMAT, "config": config, "counts": counts,
+                                   "content_hash": _content_hash(toy)}, indent=2)
         log.info("toy world written to %s in %.1f s", toy, time.perf_counter() - start)
         generated = True
     if samples_path is not None and (generated or not Path(samples_path).exists()):
         write_toy_samples(toy, Path(samples_path))
     return toy
+
+
+def _manifest_matches(manifest: dict, config: dict) -> bool:
+    return manifest.get("format") == WORLD_FORMAT and manifest.get("config") == config
 
 
 def frame_shape(cfg: ToyWorldConfig) -> tuple[int, int]:
@@ -164,6 +171,12 @@ def _encode(mask: np.ndarray) -> tuple[dict, list[float], float]:
     return rle, bbox, area
 
 
+def _box(mask: np.ndarray) -> list[int]:
+    """(H, W) bool, not empty -> its extent [x, y, w, h] in whole pixels."""
+    rows, cols = np.nonzero(mask)
+    return [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)]
+
+
 def _save_jpeg(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path, quality=JPEG_QUALITY)
@@ -232,26 +245,34 @@ def _write_ytvis(directory: Path, scenes: Iterator[Scene], total: int, categorie
 
 def _write_captions(directory: Path, cfg: ToyWorldConfig, categories: Sequence[Category]) -> dict:
     """Image-caption pairs over all categories, then held-out single-object crops (each category in turn)."""
-    height, width = frame_shape(cfg)
-    uniform = np.full(len(categories), 1 / len(categories))
     plan = [("train", i) for i in range(cfg.caption_images)] + [("heldout", i) for i in range(cfg.heldout_captions)]
     items = []
     for item_id, (split, index) in enumerate(tqdm(plan, desc=CAPTIONS, unit="image"), start=1):
-        rng = np.random.default_rng(stable_seed(cfg.seed, CAPTIONS, split, index))
-        if split == "train":
-            style = SINGLE_OBJECT if rng.random() < 0.5 else FEW_OBJECTS
-            scene = simulate_scene(rng, style, categories, uniform, height, width)
-        else:
-            weights = np.eye(len(categories))[index % len(categories)]
-            scene = simulate_scene(rng, SINGLE_OBJECT, categories, weights, height, width)
+        scene, rng = caption_scene(cfg, categories, split, index)
         (frame,) = render_scene(scene)
         file_name = f"{item_id:06d}.jpg"
         _save_jpeg(directory / "images" / file_name, frame.image)
         caption, category_ids = _describe(scene, frame.visible, categories, rng, plain=split == "heldout")
+        boxes = [_box(frame.visible[[obj.category_id == i for obj in scene.objects]].any(0)) for i in category_ids]
         items.append({"id": item_id, "file_name": file_name, "caption": caption, "category_ids": category_ids,
-                      "split": split})
+                      "boxes": boxes, "split": split})
     write_json(directory / "captions.json", {"info": _info(CAPTIONS), "items": items})
     return {"train": cfg.caption_images, "heldout": cfg.heldout_captions}
+
+
+def caption_scene(cfg: ToyWorldConfig, categories: Sequence[Category], split: str,
+                  index: int) -> tuple[Scene, np.random.Generator]:
+    """Caption image `index` of `split` ("train" or "heldout"), and its generator (which goes on to word the
+    caption): train images show one large object or a few smaller ones of any categories, held-out
+    images one object of each category in turn."""
+    height, width = frame_shape(cfg)
+    rng = np.random.default_rng(stable_seed(cfg.seed, CAPTIONS, split, index))
+    if split == "train":
+        style = SINGLE_OBJECT if rng.random() < 0.5 else FEW_OBJECTS
+        return simulate_scene(rng, style, categories, np.full(len(categories), 1 / len(categories)), height,
+                              width), rng
+    weights = np.eye(len(categories))[index % len(categories)]
+    return simulate_scene(rng, SINGLE_OBJECT, categories, weights, height, width), rng
 
 
 def _describe(scene: Scene, visible: np.ndarray, categories: Sequence[Category], rng: np.random.Generator,
