@@ -10,9 +10,10 @@ from PIL import Image, ImageDraw
 from clipvis import pretrain_clip_command
 from clipvis.errors import InputError
 from clipvis.model.clip_encoder import FrozenCLIP
-from clipvis.model.text_classifier import class_text_embeddings
-from clipvis.pretrain_clip import (CaptionPairs, content_groups, contrastive_loss, flip_and_turn, image_texts,
-                                   load_caption_pairs, save_checkpoint, train_clip, warmup_cosine, zero_shot_accuracy)
+from clipvis.model.text_classifier import TEMPLATES, class_text_embeddings
+from clipvis.pretrain_clip import (CaptionPairs, ViewSampler, content_groups, contrastive_loss, flip_and_turn,
+                                   heldout_crops, image_texts, load_caption_pairs, object_crop, save_checkpoint,
+                                   train_clip, warmup_cosine, zero_shot_accuracy)
 
 TINY = "clipvis_test_tiny_rn"  # registered below: 32-pixel input, width 8, a 1-layer text tower
 CATEGORIES = [  # (id, name, partition, colour): partition 0/1 base, 2/3 novel
@@ -43,13 +44,17 @@ def tiny_model_config(tmp_path_factory):
     open_clip.add_model_config(path)
 
 
+def object_box(position: int) -> tuple[int, int, int, int]:
+    """Where `draw` puts the shape: (left, top, right, bottom), inclusive."""
+    x = 4 + 6 * (position % 3)
+    return x, 6, x + 17, 23
+
+
 def draw(category: int, position: int) -> Image.Image:
     _, name, _, colour = CATEGORIES[category]
     image = Image.new("RGB", SIZE, (128, 128, 128))
-    x = 4 + 6 * (position % 3)
-    box = (x, 6, x + 18, 24)
     shape = ImageDraw.Draw(image)
-    (shape.ellipse if "circle" in name else shape.rectangle)(box, fill=colour)
+    (shape.ellipse if "circle" in name else shape.rectangle)(object_box(position), fill=colour)
     return image
 
 
@@ -66,8 +71,10 @@ def write_caption_world(root, train_per_category: int = 4) -> None:
         file_name = f"{item_id:06d}.jpg"
         draw(category, position).save(toy / "toy_captions" / "images" / file_name, quality=95)
         cid, name, _, _ = CATEGORIES[category]
+        left, top, right, bottom = object_box(position)
         items.append({"id": item_id, "file_name": file_name, "caption": f"a photo of a {name}",
-                      "category_ids": [cid], "split": split})
+                      "category_ids": [cid], "boxes": [[left, top, right - left + 1, bottom - top + 1]],
+                      "split": split})
     (toy / "toy_captions" / "captions.json").write_text(json.dumps({"items": items}))
 
 
@@ -78,12 +85,13 @@ def world(tmp_path_factory):
     return root
 
 
+NAMES = {cid: name for cid, name, _, _ in CATEGORIES}
+
+
 def fit(world):
     pairs = load_caption_pairs(world, "train")
-    names = {cid: name for cid, name, _, _ in CATEGORIES}
     torch.manual_seed(0)
-    return train_clip(TINY, pairs.images, image_texts(pairs, names), content_groups(pairs.category_ids), epochs=8,
-                      batch_size=6, lr=2e-3, weight_decay=0.1)
+    return train_clip(TINY, pairs, NAMES, epochs=8, batch_size=6, lr=2e-3, weight_decay=0.1, crop_probability=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +104,7 @@ def test_load_caption_pairs_reads_split_images_and_captions(world):
     assert pairs.images.shape == (3, 3, SIZE[1], SIZE[0]) and pairs.images.dtype == torch.uint8
     assert pairs.captions == ["a photo of a red circle", "a photo of a blue square", "a photo of a green circle"]
     assert pairs.category_ids == [[1], [2], [3]]
+    assert pairs.boxes == [[[10.0, 6.0, 18.0, 18.0]]] * 3
     assert tuple(pairs.images[1, :, 15, 15].tolist()) == pytest.approx((30, 60, 220), abs=12)  # inside the square
 
 
@@ -103,6 +112,68 @@ def test_missing_captions_file_names_it_and_the_fix(tmp_path):
     with pytest.raises(InputError) as error:
         load_caption_pairs(tmp_path, "train")
     assert "captions.json" in str(error.value) and "clipvis data --benchmark toy" in str(error.value)
+
+
+@pytest.mark.parametrize("boxes, problem", [
+    (None, "missing; this toy world predates object boxes"),
+    ([], "expected a list of 1 boxes"),
+    ([[1, 2, 0, 4]], "bad box [1, 2, 0, 4]"),
+    ([[1, 2, "3", 4]], "bad box"),
+])
+def test_bad_boxes_name_the_file_and_the_item(tmp_path, boxes, problem):
+    write_caption_world(tmp_path, train_per_category=1)
+    path = tmp_path / "toy" / "toy_captions" / "captions.json"
+    items = json.loads(path.read_text())["items"]
+    if boxes is None:
+        del items[1]["boxes"]
+    else:
+        items[1]["boxes"] = boxes
+    path.write_text(json.dumps({"items": items}))
+    with pytest.raises(InputError) as error:
+        load_caption_pairs(tmp_path, "train")
+    assert "captions.json" in str(error.value) and "items[1].boxes" in str(error.value) and problem in str(error.value)
+
+
+def test_object_crop_is_the_square_around_the_box_zero_outside_the_image():
+    image = torch.arange(10 * 12, dtype=torch.uint8).view(1, 10, 12).expand(3, 10, 12)
+    # Box 4 wide, 2 high at (3, 5): context 1.5 gives a 6-pixel square centred on (5, 6), left 2, top 3.
+    crop = object_crop(image, [3, 5, 4, 2], 1.5, (0.0, 0.0), 6)
+    assert torch.equal(crop, image[:, 3:9, 2:8])
+    # Shifted half a side (3 px) right and up: left 5, top 0.
+    assert torch.equal(object_crop(image, [3, 5, 4, 2], 1.5, (0.5, -0.5), 6), image[:, 0:6, 5:11])
+    # Past the image's corner: zeros there.
+    corner = object_crop(image, [9, 8, 2, 2], 3.0, (0.0, 0.0), 6)  # left 7, top 6: 5 columns and 4 rows inside
+    assert torch.equal(corner[:, :4, :5], image[:, 6:10, 7:12]) and not corner[:, 4:].any() and not corner[:, :, 5:].any()
+    resized = object_crop(image, [3, 5, 4, 2], 1.5, (0.0, 0.0), 3)
+    assert resized.shape == (3, 3, 3) and resized.dtype == torch.uint8
+
+
+def test_heldout_crops_centre_the_first_object(world):
+    pairs = load_caption_pairs(world, "heldout")
+    crops = heldout_crops(pairs, 25)  # the 18-pixel shapes times 1.4: 25 pixels, no resizing
+    assert crops.shape == (3, 3, 25, 25)
+    for crop, colour in zip(crops, [c[3] for c in CATEGORIES]):
+        assert tuple(crop[:, 12, 12].tolist()) == pytest.approx(colour, abs=12)  # the object's middle
+        assert tuple(crop[:, 12, 1].tolist()) == pytest.approx((128, 128, 128), abs=12)  # beside it: background
+
+
+def test_view_sampler_pairs_crops_with_class_prompts_and_wholes_with_captions(world):
+    pairs = load_caption_pairs(world, "train")
+    crops = ViewSampler(pairs, NAMES, crop_probability=1.0, size=32)
+    wholes = ViewSampler(pairs, NAMES, crop_probability=0.0, size=32)
+    torch.manual_seed(0)
+    for index in range(len(pairs.images)):
+        view, text, shown = crops.draw(index)
+        name = NAMES[pairs.category_ids[index][0]]
+        assert view.shape == (3, 32, 32) and shown == pairs.category_ids[index]
+        assert text in [template.format(name) for template in TEMPLATES]
+        colour = CATEGORIES[pairs.category_ids[index][0] - 1][3]
+        assert tuple(view[:, 16, 16].tolist()) == pytest.approx(colour, abs=40)  # the object fills the middle
+        view, text, shown = wholes.draw(index)
+        assert text in [pairs.captions[index]] + [template.format(name) for template in TEMPLATES]
+        assert shown == pairs.category_ids[index]
+        assert any(torch.equal(view, oriented.rot90(turns, dims=(-2, -1)))
+                   for whole in [wholes.wholes[index]] for oriented in (whole, whole.flip(-1)) for turns in range(4))
 
 
 def test_warmup_then_cosine_schedule():
@@ -116,7 +187,7 @@ def test_warmup_then_cosine_schedule():
 
 def test_image_texts_add_the_class_prompts_to_single_category_captions():
     pairs = CaptionPairs(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a red circle", "a red circle and a blue square"],
-                         [[1], [1, 2]])
+                         [[1], [1, 2]], [[[0, 0, 1, 1]], [[0, 0, 1, 1], [2, 2, 1, 1]]])
     texts = image_texts(pairs, {1: "red circle", 2: "blue square"})
     assert texts[0][0] == "a red circle" and len(texts[0]) == 1 + 14
     assert "There is a large red circle in the scene." in texts[0]
@@ -218,9 +289,9 @@ def test_command_writes_checkpoint_report_and_config(world, tmp_path, monkeypatc
     assert pretrain_clip_command.main(args) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["steps"] == 3 and report["train_pairs"] == 12 and report["heldout_images"] == 3
-    top1 = report["zero_shot_top1"]
-    assert top1["novel"] in (0.0, 1.0) and top1["base"] in (0.0, 0.5, 1.0)  # 2 base, 1 novel held-out image
-    assert top1["overall"] == pytest.approx((top1["base"] * 2 + top1["novel"]) / 3)
+    for top1 in (report["zero_shot_top1"], report["zero_shot_top1_whole_image"]):
+        assert top1["novel"] in (0.0, 1.0) and top1["base"] in (0.0, 0.5, 1.0)  # 2 base, 1 novel held-out image
+        assert top1["overall"] == pytest.approx((top1["base"] * 2 + top1["novel"]) / 3)
     assert "epochs: 1" in out.with_suffix(".config.yaml").read_text()
     FrozenCLIP(TINY, pretrained=str(out))  # loads like real weights
     assert sorted(p.name for p in out.parent.iterdir()) == ["toy_clip.config.yaml", "toy_clip.json", "toy_clip.pt"]
