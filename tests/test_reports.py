@@ -204,6 +204,10 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     videos = put_matching_results(toy_runs, tiny_world)
     put_file(toy_runs / "toy" / "default" / "eval_images" / "toy_lvis_val" / "metrics.json",
              json.dumps({"metrics": {"AP": 0.1533, "AP50": 0.2277, "AP75": 0.1615, "APb": 0.1578, "APn": None}}).encode())
+    put_file(toy_runs / "toy" / "clip" / "toy_clip.json", json.dumps({
+        "model": "clipvis_toy_rn", "zero_shot_top1": {"overall": 0.9467, "base": 0.95, "novel": 0.94},
+        "zero_shot_top1_whole_image": {"overall": 0.25, "base": 0.3}, "train_seconds": 512.3}).encode())
+    put_file(toy_runs / "toy" / "clip" / "other.json", b'{"not": "a pretraining report"}')
     samples = tmp_path / "samples.png"
     Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (64, 1, 3))).save(samples)
 
@@ -225,6 +229,10 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["images/default/toy_lvis_val AP"] == 15.33 and "images/default/toy_lvis_val APn" not in summary
     assert summary["table1/default · default/LV-VIS val AP"] == 12.349
+    assert "<h2>Toy CLIP</h2>" in page and ">94.7<" in page and ">none<" in page and "<code>other</code>" not in page
+    assert summary["clip/toy_clip zero-shot crops novel"] == 94.0
+    assert summary["clip/toy_clip zero-shot whole images base"] == 30.0
+    assert "clip/toy_clip zero-shot whole images novel" not in summary
 
     screenshot = tmp_path / "screenshot.png"
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

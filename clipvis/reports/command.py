@@ -26,6 +26,7 @@ def main(args) -> int:
     from clipvis.data.benchmarks import resolve_root
     from clipvis.data.toy_samples import DEFAULT_SAMPLES_PATH
     from clipvis.io import write_json
+    from clipvis.reports.clip_results import clip_reports, clip_values
     from clipvis.reports.html import write_report
     from clipvis.reports.image_results import image_metrics, image_values
     from clipvis.reports.tables import build_tables, measured_values
@@ -34,7 +35,8 @@ def main(args) -> int:
     data_root = resolve_root(args.data, DEFAULT_DATA_ROOTS[args.scale])
     report = write_report(args.scale, args.runs, args.out, data_root, samples=samples)
     summary = Path(args.out) / "summary.json"
-    values = measured_values(build_tables(args.scale, args.runs)) | image_values(image_metrics(args.scale, args.runs))
+    values = (measured_values(build_tables(args.scale, args.runs)) | image_values(image_metrics(args.scale, args.runs))
+              | clip_values(clip_reports(args.scale, args.runs)))
     write_json(summary, values, indent=1)
     for path in [*report.tables, *report.images, report.index, summary]:
         print(path)

@@ -1,5 +1,5 @@
-"""reports/index.html: one self-contained page with the tables, image-level AP, the T x K heatmap, the training curves,
-the toy-world samples and the qualitative GIFs (top-K vs adjacent matching, and any overlay GIFs of the runs).
+"""reports/index.html: one self-contained page with the tables, image-level AP, the toy CLIP, the T x K heatmap,
+the training curves, the toy-world samples and the qualitative GIFs (top-K vs adjacent matching, and any overlay GIFs of the runs).
 
 Everything the page shows lies under the report folder (images are copied in, atomically) and is linked
 relatively, so the folder can be moved or served as it is:
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipvis.io import atomic_path, write_text
-from clipvis.reports import image_results, plots, qualitative
+from clipvis.reports import clip_results, image_results, plots, qualitative
 from clipvis.reports.paper_numbers import Scale
 from clipvis.reports.tables import build_tables, render_html, write_tables
 
@@ -96,10 +96,12 @@ def write_report(scale: Scale, runs_dir: str | Path, out_dir: str | Path, data_r
     report.images = [heatmap, *curves.values(), *([samples_copy] if samples_copy else []), *matching, *gifs]
 
     images = image_results.image_metrics(scale, runs_dir)
+    clips = clip_results.clip_reports(scale, runs_dir)
     sections = [
         "<h2>Tables</h2>",
         *(f'<div class="scroll">{render_html(table, out_dir)}</div>' for table in tables),
         *(["<h2>Image-level AP</h2>", image_results.render_image_table(images)] if images else []),
+        *(["<h2>Toy CLIP</h2>", clip_results.render_clip_table(clips)] if clips else []),
         "<h2>Table V: T &times; K of top-K matching</h2>",
         _figure(heatmap, out_dir, f"AP for memory T and selected frames K: ours on {benchmark} (left), the paper's on "
                                   "LV-VIS val (right). Hatched: run missing; blank: not in the paper's grid."),

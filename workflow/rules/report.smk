@@ -1,4 +1,4 @@
-# Tables I-VI, image-level AP, plots, qualitative overlays and reports/index.html.
+# Tables I-VI, image-level AP, the toy CLIP's accuracy, plots, qualitative overlays and reports/index.html.
 
 rule tables:
     input:
@@ -6,5 +6,6 @@ rule tables:
         expand(f"{RUNS}/{{model}}/bench/complexity.json", model=S["complexity_models"]),
         image_targets(),
         qualitative_targets(),
+        CLIP_WEIGHTS,
     output: TABLES
     shell: "clipvis tables --scale {SCALE} --runs runs --data {ROOT} --out reports"
