@@ -73,7 +73,7 @@ def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resu
     dataset = build_train_dataset(cfg.data.train, cfg.data.root, cfg.train)
     sampler = build_train_sampler(dataset, cfg.train, start_iter=start_iter, rank=rank, world_size=world_size)
     loader = torch.utils.data.DataLoader(
-        _SampleStream(dataset, sampler), batch_size=cfg.train.batch_size, collate_fn=collate,
+        _SampleStream(dataset, sampler), batch_size=cfg.train.batch_size // world_size, collate_fn=collate,
         num_workers=cfg.train.num_workers if device.type == "cuda" else 0)
 
     trained = model
