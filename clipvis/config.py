@@ -147,11 +147,11 @@ class ClipPretrainConfig:
     The input size is the model's (clip.model's vision image_size: its attention pool is built for it)."""
 
     seed: int = 0
-    epochs: int = 60
+    epochs: int = 80
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.1
-    crop_probability: float = 1.0  # how often a drawn image is an object crop with a class prompt, not whole
+    crop_probability: float = 0.75  # how often a drawn image is an object crop with a class prompt, not whole
     out: str = "runs/toy/clip/toy_clip.pt"
 
 
