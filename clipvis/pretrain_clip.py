@@ -104,7 +104,8 @@ def load_caption_pairs(root: str | Path, split: str) -> CaptionPairs:
 def read_boxes(item: dict, count: int, path: Path, field: str) -> list[list[float]]:
     """An item's `count` boxes, each [x, y, w, h] with w, h > 0."""
     if "boxes" not in item:
-        raise InputError(path, field, "missing; this toy world predates object boxes: run `clipvis data --benchmark toy`")
+        raise InputError(path, field,
+                         "missing; this toy world predates object boxes: run `clipvis data --benchmark toy`")
     boxes = item["boxes"]
     if not isinstance(boxes, list) or len(boxes) != count:
         raise InputError(path, field, f"expected a list of {count} boxes, one per category id")
@@ -249,7 +250,8 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
     for epoch in range(epochs):
         order = torch.randperm(len(pairs.images))
         for step in range(steps_per_epoch):
-            views, texts, shown = zip(*(sampler.draw(i) for i in order[step * batch_size:(step + 1) * batch_size].tolist()))
+            batch = order[step * batch_size:(step + 1) * batch_size].tolist()
+            views, texts, shown = zip(*(sampler.draw(i) for i in batch))
             image_features, text_features, scale = model(normalise(torch.stack(views), mean, std), tokenizer(texts))
             loss = contrastive_loss(image_features, text_features, scale, content_groups(shown))
             optimizer.zero_grad(set_to_none=True)
@@ -338,8 +340,7 @@ def pretrain_clip(cfg: Config) -> Path:
 
     Writes `cfg.clip_pretrain.out`, a JSON beside it (same name, .json: zero-shot top-1 overall,
     base and novel on held-out object crops and on the whole held-out images, training time) and the
-    resolved config (`<name>.config.yaml`). Returns the
-    checkpoint path.
+    resolved config (`<name>.config.yaml`). Returns the checkpoint path.
     """
     settings = cfg.clip_pretrain
     out = Path(settings.out)

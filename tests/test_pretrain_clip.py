@@ -143,7 +143,8 @@ def test_object_crop_is_the_square_around_the_box_zero_outside_the_image():
     assert torch.equal(object_crop(image, [3, 5, 4, 2], 1.5, (0.5, -0.5), 6), image[:, 0:6, 5:11])
     # Past the image's corner: zeros there.
     corner = object_crop(image, [9, 8, 2, 2], 3.0, (0.0, 0.0), 6)  # left 7, top 6: 5 columns and 4 rows inside
-    assert torch.equal(corner[:, :4, :5], image[:, 6:10, 7:12]) and not corner[:, 4:].any() and not corner[:, :, 5:].any()
+    assert torch.equal(corner[:, :4, :5], image[:, 6:10, 7:12])
+    assert not corner[:, 4:].any() and not corner[:, :, 5:].any()
     resized = object_crop(image, [3, 5, 4, 2], 1.5, (0.0, 0.0), 3)
     assert resized.shape == (3, 3, 3) and resized.dtype == torch.uint8
 

@@ -14,6 +14,7 @@ from clipvis.reports.paper_numbers import Scale
 
 VIEWS = {"zero_shot_top1": "crops", "zero_shot_top1_whole_image": "whole images"}
 GROUPS = ("overall", "base", "novel")
+NO_GROUP = '<td class="cell undefined"><span class="ours">none</span></td>'  # no held-out image of the group
 
 
 def clip_reports(scale: Scale, runs_dir: str | Path) -> dict[str, dict]:
@@ -42,8 +43,7 @@ def render_clip_table(reports: dict[str, dict]) -> str:
             if key not in report:
                 continue
             cells = "".join(f'<td class="cell measured"><span class="ours">{100 * report[key][group]:.1f}</span></td>'
-                            if group in report[key] else '<td class="cell undefined"><span class="ours">none</span></td>'
-                            for group in GROUPS)
+                            if group in report[key] else NO_GROUP for group in GROUPS)
             rows.append(f"<tr><td><code>{html.escape(name)}</code> ({html.escape(str(report.get('model')))})</td>"
                         f"<td>{view}</td>{cells}<td>{report.get('train_seconds')}</td></tr>")
     return (f'<table class="results"><caption>Zero-shot top-1 (%) of the pretrained toy CLIP over the whole '
