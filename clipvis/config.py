@@ -60,6 +60,8 @@ class ClipConfig:
 
     model: str = "clipvis_toy_rn"
     pretrained: str | None = "runs/toy/clip/toy_clip.pt"
+    # QuickGELU in the text tower; None: as the open_clip tag says (OpenAI's weights were trained with it)
+    quick_gelu: bool | None = None
     text_cache: str = "runs/text_embeddings"
 
 
@@ -106,6 +108,10 @@ class MatchingConfig:
 class InferConfig:
     min_size: int = 480
     max_size: int = 1333
+    # How a frame is downscaled to `min_size`: "pil" is PIL's bilinear, as the authors' detectron2 code
+    # (released weights then give their outputs exactly); "torch" is torch's antialiased bilinear, which
+    # differs by at most a couple of grey levels and runs on the inference device.
+    resize: Literal["pil", "torch"] = "pil"
     frames_per_chunk: int = 4
     device: str = "auto"
 

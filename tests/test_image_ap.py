@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from clipvis import cli, tracking
-from clipvis.config import ScoringConfig, load_config
+from clipvis.config import InferConfig, ScoringConfig, load_config
 from clipvis.data.formats import load_image_gt
 from clipvis.data.toy_datasets import dataset_scenes, generate_toy_world
 from clipvis.data.toy_render import render_scene
@@ -128,7 +128,7 @@ class StubModel:
 
 def test_segment_image_scores_selects_and_upsamples_as_the_image_model():
     image = torch.zeros(3, 32, 32, dtype=torch.uint8)
-    records = segment_image(StubModel(), image, None, ScoringConfig(detections_per_image=3), 32, 32,
+    records = segment_image(StubModel(), image, None, ScoringConfig(detections_per_image=3), InferConfig(32, 32),
                             image_id=5, category_ids=[7, 9])
     # s = (p u o)^1/2: (q0, c0) sqrt(.6), (q1, c0) sqrt(.24), (q0, c1) sqrt(.2), (q1, c1) sqrt(.16) is left out;
     # final = s * mask score, the mean sigmoid over the positive logits: sigmoid(2) for q0, sigmoid(4) for q1

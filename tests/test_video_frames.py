@@ -77,13 +77,33 @@ def test_frames_of_another_size_are_refused(tmp_path):
     ((100, 1000), (133, 1333)),  # long side capped: 480 x 4800 shrunk by 1333/4800, rounded half up
     ((48, 30), (77, 48)),  # upscaling: 30 -> 48, 48 * 1.6 = 76.8
 ])
-def test_resize_shortest_edge(size, expected):
+@pytest.mark.parametrize("method", ["pil", "torch"])
+def test_resize_shortest_edge(size, expected, method):
     min_size, max_size = (480, 1333) if size == (100, 1000) else (48, 1333)
     frame = torch.zeros(3, *size, dtype=torch.uint8)
-    assert tuple(resize_for_inference(frame, min_size, max_size).shape) == (3, *expected)
+    assert tuple(resize_for_inference(frame, min_size, max_size, method).shape) == (3, *expected)
 
 
-def test_resize_keeps_a_constant_image():
+@pytest.mark.parametrize("method", ["pil", "torch"])
+def test_resize_keeps_a_constant_image(method):
     frame = torch.full((3, 40, 60), 77, dtype=torch.uint8)
-    resized = resize_for_inference(frame, 20, 1333)
+    resized = resize_for_inference(frame, 20, 1333, method)
     assert resized.shape == (3, 20, 30) and (resized == 77).all()
+
+
+def test_pil_resize_is_pils_bilinear_and_torch_stays_within_two_grey_levels():
+    """"pil" is what detectron2 does to a test frame (PIL bilinear on the HWC array); torch's antialiased
+    bilinear is an approximation of it."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (100, 130, 3), dtype=np.uint8)  # shrunk by 2.08: the two round differently
+    expected = np.asarray(Image.fromarray(pixels).resize((62, 48), Image.Resampling.BILINEAR))
+    frame = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    pil = resize_for_inference(frame, 48, 1333, "pil")
+    assert np.array_equal(pil.permute(1, 2, 0).numpy(), expected)
+    difference = (resize_for_inference(frame, 48, 1333, "torch").int() - pil.int()).abs()
+    assert 0 < difference.max() <= 2
+
+
+def test_unknown_resize_method_is_a_config_error():
+    with pytest.raises(InputError, match="infer.resize"):
+        resize_for_inference(torch.zeros(3, 40, 60, dtype=torch.uint8), 20, 1333, "nearest")

@@ -43,7 +43,8 @@ def authors_order(model, frames, text, cfg):
     """The reference's order of work (REFERENCE_FACTS §3): every frame's outputs kept to the end of the
     video, all frames matched, classified and scored at once, suppression by setting whole stride-4
     masks to -1, the mask score over all frames' pixels, then the selected masks upsampled."""
-    resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size) for frame in frames]
+    resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)
+               for frame in frames]
     window = cfg.infer.frames_per_chunk
     with torch.no_grad():
         windows = [model(model.preprocess(resized[i:i + window]), with_aux=False)
@@ -123,7 +124,8 @@ def test_slot_switches_count_changed_queries_in_slots_showing_objects():
 
 def test_variants_count_slot_switches_of_their_own_matching(setup):
     cfg, model, text, frames = setup
-    resized = model.preprocess([resize_for_inference(f, cfg.infer.min_size, cfg.infer.max_size) for f in frames])
+    resized = model.preprocess([resize_for_inference(f, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)
+                                for f in frames])
     model = copy.deepcopy(model)
     network = model.forward
 

@@ -33,7 +33,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from clipvis.config import ScoringConfig
+from clipvis.config import InferConfig, ScoringConfig
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.scoring import image_scores
 from clipvis.model.text_classifier import TextEmbeddings
@@ -46,13 +46,13 @@ AREA_ALL, MAX_DETS_100 = 0, -1  # indices into COCOeval's area ranges and maxDet
 
 @torch.inference_mode()
 def segment_image(model: CLIPVIS, image: torch.Tensor, text: TextEmbeddings, scoring: ScoringConfig,
-                  min_size: int, max_size: int, image_id: int, category_ids: list[int] | None = None) -> list[dict]:
+                  infer: InferConfig, image_id: int, category_ids: list[int] | None = None) -> list[dict]:
     """One (3, H, W) uint8 RGB image -> COCO instance results, best score first.
 
     Records are ``{image_id, category_id, score, segmentation: {size: [H, W], counts}}``; `category_ids`
     maps a vocabulary index to the category id written (default: index + 1).
     """
-    resized = resize_for_inference(image, min_size, max_size)
+    resized = resize_for_inference(image, infer.min_size, infer.max_size, infer.resize)
     batch = model.preprocess([resized])  # (1, 3, Hp, Wp)
     outputs = model(batch, with_aux=False)
     mask_logits = outputs["pred_masks"][0]  # (Q, Hp/4, Wp/4)

@@ -91,8 +91,7 @@ def evaluate_images(cfg, dataset: str, checkpoint: str | Path, out_dir: str | Pa
         for i, image in enumerate(tqdm(gt["images"], desc=f"eval-images {dataset}", unit="image")):
             path = image_root / image_file_name(image, annotation_path, f"images[{i}]")
             pixels = read_rgb(path, image["height"], image["width"], annotation_path)
-            results += segment_image(model, pixels, text, cfg.scoring, cfg.infer.min_size, cfg.infer.max_size,
-                                     image["id"], category_ids)
+            results += segment_image(model, pixels, text, cfg.scoring, cfg.infer, image["id"], category_ids)
         seconds = time.perf_counter() - started
         write_json(out_dir / RESULTS_FILE, results)
 

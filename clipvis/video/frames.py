@@ -3,7 +3,7 @@
 A `FrameSource` knows its frame size up front and decodes one frame at a time when iterated, as
 uint8 RGB (3, H, W) at the original size; it can be iterated again (the `segment` command reads the
 video twice: once to segment, once to draw). Every frame of a source must have the same size.
-`resize_for_inference` then applies the test-time ResizeShortestEdge (REFERENCE_FACTS §3.1).
+`resize_for_inference` then applies the test-time ResizeShortestEdge (short side 480 at paper scale).
 
 A missing or unreadable file raises InputError naming the file.
 """
@@ -103,12 +103,24 @@ def video_file_frames(path: str | Path) -> FrameSource:
     return FrameSource(path.stem, height, width, length, fps, frames)
 
 
-def resize_for_inference(frame: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
-    """ResizeShortestEdge: short side `min_size`, long side at most `max_size`; bilinear (antialiased as
-    PIL's, which detectron2 uses), (3, H, W) uint8 -> (3, h, w) uint8."""
+def resize_for_inference(frame: torch.Tensor, min_size: int, max_size: int, method: str = "pil") -> torch.Tensor:
+    """ResizeShortestEdge: short side `min_size`, long side at most `max_size`, bilinear;
+    (3, H, W) uint8 -> (3, h, w) uint8.
+
+    method "pil": PIL's bilinear (it widens its filter when shrinking), exactly as detectron2 resizes
+    test frames; "torch": torch's antialiased bilinear, within a couple of grey levels of PIL's.
+    """
     height, width = shortest_edge_size(*frame.shape[-2:], min_size, max_size)
-    no_masks = torch.zeros((0, *frame.shape[-2:]), dtype=torch.bool)
-    return resize(frame, no_masks, height, width)[0]
+    if (height, width) == tuple(frame.shape[-2:]):
+        return frame
+    if method == "pil":
+        image = Image.fromarray(frame.permute(1, 2, 0).cpu().numpy())
+        resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+        return torch.from_numpy(resized.copy()).permute(2, 0, 1).contiguous()
+    if method == "torch":
+        no_masks = torch.zeros((0, *frame.shape[-2:]), dtype=torch.bool)
+        return resize(frame, no_masks, height, width)[0]
+    raise InputError("config", "infer.resize", f"must be 'pil' or 'torch', got {method!r}")
 
 
 def _image_size(path: Path) -> tuple[int, int]:

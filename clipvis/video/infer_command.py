@@ -131,7 +131,7 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
     settings = {name: {"benchmark": benchmark.name, "checkpoint_sha256": checkpoint_sha256,
                        "clip": to_dict(c.clip) | {"text_cache": None}, "model": to_dict(c.model),
                        "matching": to_dict(c.matching), "scoring": to_dict(c.scoring),
-                       "resize": [c.infer.min_size, c.infer.max_size]} for name, c in variants.items()}
+                       "resize": [c.infer.min_size, c.infer.max_size, c.infer.resize]} for name, c in variants.items()}
     for name in variants:
         _discard_stale_progress(out_dirs[name] / PROGRESS_DIR, settings[name])
 

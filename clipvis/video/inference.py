@@ -197,7 +197,8 @@ def _network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbeddin
     Classification pools each query's own mask, so classifying before matching and permuting the
     logits equals classifying the aligned masks.
     """
-    resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size) for frame in chunk]
+    resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)
+               for frame in chunk]
     with timer("model"):
         images = model.preprocess(resized)  # (B, 3, Hp, Wp)
         outputs = model(images, with_aux=False)
