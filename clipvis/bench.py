@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import json
 
+from clipvis.commands.arguments import add_config_arguments
+
 HELP = "measure speed and memory; prints JSON"
 
 # topic -> (function "module:name", help)
@@ -39,9 +41,8 @@ def add_arguments(parser) -> None:
             topic.add_argument("--height", type=int, default=480)
             topic.add_argument("--width", type=int, default=640)
         if name == "complexity":
-            topic.add_argument("--params", required=True)
             topic.add_argument("--checkpoint", required=True)
-            topic.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+            add_config_arguments(topic, "params YAML (default: the checkpoint's own config)")
         if name == "infer":
             topic.add_argument("--infer-frames", type=int, default=10, help="frames timed per model")
 

@@ -26,6 +26,8 @@ COMMANDS = {
     "tables": "clipvis.reports.command",
     "compare": "clipvis.reports.compare_command",
     "bench": "clipvis.bench",
+    "import-checkpoint": "clipvis.commands.import_checkpoint",
+    "export-checkpoint": "clipvis.commands.export_checkpoint",
 }
 
 log = logging.getLogger("clipvis")

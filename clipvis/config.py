@@ -10,6 +10,7 @@ file (or `--set` for command-line overrides). A YAML file may start with `_base_
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -193,16 +194,28 @@ class Config:
 # ---------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Config from a YAML file (with its bases) and `key.sub=value` overrides."""
-    raw, sources = _read_with_bases(Path(path), seen=()) if path else ({}, {})
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None,
+                base_source: str = "<dict>") -> Config:
+    """Config from a YAML file (with its bases), or from the mapping `base` (e.g. a checkpoint's config,
+    named `base_source` in errors), and `key.sub=value` overrides."""
+    if path:
+        raw, sources = _read_with_bases(Path(path), seen=())
+        default_source = str(path)
+    else:
+        raw, sources = copy.deepcopy(base or {}), {}
+        default_source = base_source if base is not None else "--set"
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise InputError("--set", item, "expected KEY=VALUE, e.g. toy.seed=3")
         _assign(raw, key.strip().split("."), yaml.safe_load(text) if text.strip() else "")
         sources[key.strip()] = "--set"
-    return from_dict(Config, raw, default_source=str(path) if path else "--set", sources=sources)
+    return from_dict(Config, raw, default_source=default_source, sources=sources)
+
+
+def is_overridden(overrides: list[str], key: str) -> bool:
+    """Whether `--set` gives `key` (a dotted name) a value."""
+    return any(item.partition("=")[0].strip() == key for item in overrides)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

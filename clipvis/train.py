@@ -22,11 +22,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from clipvis.config import Config, from_dict, save_config, to_dict
+from clipvis.config import Config, save_config, to_dict
 from clipvis.data.datasets import build_train_dataset, collate
 from clipvis.data.samplers import build_train_sampler
-from clipvis.errors import InputError
-from clipvis.io import atomic_path
+from clipvis.model.checkpoint import check_architecture, load_checkpoint, save_checkpoint
 from clipvis.model.clipvis_model import CLIPVIS, pad_target_masks
 from clipvis.model.criterion import SetCriterion
 from clipvis.model.matcher import HungarianMatcher
@@ -49,7 +48,9 @@ def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resu
 
     model = CLIPVIS.from_config(cfg.model, cfg.clip).to(device)
     if init:
-        model.load_trainable_state_dict(load_checkpoint(init, cfg)["model"])
+        initial = load_checkpoint(init)
+        check_architecture(initial, cfg, init)
+        model.load_trainable_state_dict(initial["model"])
         log.info("initialised from %s", init)
     criterion = build_criterion(cfg)
     optimizer = build_optimizer(model, cfg)
@@ -57,7 +58,7 @@ def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resu
 
     start_iter = 0
     last = out_dir / CHECKPOINT_LAST
-    state = load_checkpoint(last, cfg) if resume and last.exists() else None
+    state = load_checkpoint(last) if resume and last.exists() else None
     if state is not None and not same_run(state["config"], cfg):
         log.warning("%s was made with another config: training from the start", last)
         state = None
@@ -97,13 +98,13 @@ def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resu
                 if mlflow:
                     mlflow.log_metrics({**losses, "lr": scheduler.get_last_lr()[0], "it_per_s": speed}, step=done)
             if rank == 0 and done % cfg.train.checkpoint_every == 0 and done < cfg.train.max_iter:
-                save_checkpoint(last, model, optimizer, scheduler, done, cfg)
+                save_checkpoint(last, model, cfg, done, optimizer, scheduler)
         progress.close()
 
         final = out_dir / CHECKPOINT_FINAL
         if rank == 0:
-            save_checkpoint(last, model, optimizer, scheduler, cfg.train.max_iter, cfg)
-            save_checkpoint(final, model, None, None, cfg.train.max_iter, cfg)
+            save_checkpoint(last, model, cfg, cfg.train.max_iter, optimizer, scheduler)
+            save_checkpoint(final, model, cfg, cfg.train.max_iter)
             if mlflow:
                 mlflow.log_artifact(str(out_dir / "config.yaml"))
     if world_size > 1:
@@ -168,35 +169,6 @@ def build_scheduler(optimizer, cfg: Config) -> torch.optim.lr_scheduler.LambdaLR
     """Step decay: ×gamma at each of `lr_steps`. (The reference's warmup has factor 1.0: a no-op.)"""
     steps, gamma = cfg.train.lr_steps, cfg.train.lr_gamma
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: gamma ** sum(it >= step for step in steps))
-
-
-def save_checkpoint(path: Path, model: CLIPVIS, optimizer, scheduler, iteration: int, cfg: Config) -> None:
-    """Tensors and the resolved config only (loadable with weights_only=True); written atomically."""
-    state = {"model": model.trainable_state_dict(), "iteration": iteration, "config": to_dict(cfg)}
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-        state["scheduler"] = scheduler.state_dict()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path, cfg: Config | None = None) -> dict:
-    """Load with weights_only=True; if `cfg` is given, refuse a checkpoint of a different decoder depth."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(path, "", "checkpoint not found") from None
-    except Exception as e:
-        raise InputError(path, "", f"not a loadable clipvis checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise InputError(path, "model", "not a clipvis checkpoint (no model/config entries)")
-    if cfg is not None:
-        saved = from_dict(Config, state["config"], default_source=str(path)).model
-        if saved.dec_layers != cfg.model.dec_layers:
-            raise InputError(path, "config.model.dec_layers",
-                             f"checkpoint has dec_layers={saved.dec_layers} but the config says {cfg.model.dec_layers}; "
-                             f"pass --set model.dec_layers={saved.dec_layers} (a mismatch gives AP near 0)")
-    return state
 
 
 class _SampleStream(torch.utils.data.IterableDataset):

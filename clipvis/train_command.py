@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from clipvis.commands.arguments import add_config_arguments, config_from_arguments
+
 HELP = "train the segmenter (train: LVIS/COCO images; finetune: YTVIS frames from --init)"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--params", required=True, help="params YAML (e.g. params/toy/default.yaml)")
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. train.max_iter=100")
+    add_config_arguments(parser, "params YAML (e.g. params/toy/default.yaml)")
     parser.add_argument("--out", required=True, help="output folder (checkpoints, config.yaml)")
     parser.add_argument("--init", help="checkpoint to start from (required for finetune)")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint_last.pt in --out")
@@ -16,14 +16,13 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from clipvis.config import load_config
     from clipvis.errors import InputError
     from clipvis.launch import launch
     from clipvis.train import train
 
     if args.command == "finetune" and not args.init:
         raise InputError("--init", "", "finetune needs the checkpoint to start from")
-    cfg = load_config(args.params, args.overrides)
+    cfg = config_from_arguments(args, params_required=True)
     if args.launcher:
         cfg.launch.launcher = args.launcher
     final = launch(cfg, train, cfg, args.out, init=args.init, resume=not args.no_resume, job_name=args.command,

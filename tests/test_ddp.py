@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 from ddp_worker import train_rank
 
 from clipvis.model.clipvis_model import CLIPVIS
-from clipvis.train import load_checkpoint
+from clipvis.model.checkpoint import load_checkpoint
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from clipvis.evaluation import images_command
 from clipvis.evaluation.image_ap import image_ap, segment_image
 from clipvis.io import read_json
 from clipvis.model.clipvis_model import CLIPVIS
-from clipvis.train import save_checkpoint
+from clipvis.model.checkpoint import save_checkpoint
 
 from conftest import TINY_MODEL, TINY_WORLD, FakeMlflow
 
@@ -185,7 +185,7 @@ def command_setup(world_root, tmp_path):
     cfg = load_config("params/toy/default.yaml", overrides)
     torch.manual_seed(0)
     checkpoint = tmp_path / "model_final.pt"
-    save_checkpoint(checkpoint, CLIPVIS.from_config(cfg.model, cfg.clip), None, None, 0, cfg)
+    save_checkpoint(checkpoint, CLIPVIS.from_config(cfg.model, cfg.clip), cfg)
     return {"checkpoint": checkpoint, "overrides": overrides}
 
 

@@ -12,7 +12,7 @@ from clipvis import tracking
 from clipvis.config import load_config
 from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
-from clipvis.train import save_checkpoint
+from clipvis.model.checkpoint import save_checkpoint
 from clipvis.video import infer_command, inference, segment_command
 from clipvis.reports.overlays import write_mp4
 from conftest import FakeMlflow
@@ -69,7 +69,7 @@ def world(tmp_path_factory):
     model = CLIPVIS.from_config(cfg.model, cfg.clip)
     torch.save(model.clip.clip.state_dict(), clip_path)
     checkpoint = base / "model_final.pt"
-    save_checkpoint(checkpoint, model, None, None, 0, cfg)
+    save_checkpoint(checkpoint, model, cfg)
     return {"base": base, "root": root, "params": params, "checkpoint": checkpoint}
 
 
@@ -146,7 +146,7 @@ def test_variants_in_one_pass_equal_separate_runs_and_servers_get_a_zip(world, t
 
 
 def test_infer_refuses_a_checkpoint_of_another_decoder_depth(world, tmp_path):
-    with pytest.raises(InputError, match="dec_layers=3 but the config says 4"):
+    with pytest.raises(InputError, match=r"model.dec_layers 3 \(config: 4\).*--set model.dec_layers=3"):
         run_infer(world, tmp_path / "out", ["model.dec_layers=4"])
 
 

@@ -17,7 +17,8 @@ import slurm_jobs
 from clipvis import cli
 from clipvis.config import Config, load_config, save_config
 from clipvis.launch import DistributedCall, launch, submit
-from clipvis.train import CHECKPOINT_FINAL, CHECKPOINT_LAST, load_checkpoint, train
+from clipvis.model.checkpoint import load_checkpoint
+from clipvis.train import CHECKPOINT_FINAL, CHECKPOINT_LAST, train
 from conftest import TINY_MODEL
 from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 

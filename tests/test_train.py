@@ -1,8 +1,10 @@
+import pytest
 import torch
 
 from clipvis.errors import InputError
+from clipvis.model.checkpoint import check_architecture, load_checkpoint
 from clipvis.model.clipvis_model import CLIPVIS, pad_target_masks
-from clipvis.train import build_criterion, build_optimizer, load_checkpoint, train, train_step
+from clipvis.train import build_criterion, build_optimizer, train, train_step
 
 
 def trainable(path):
@@ -39,12 +41,12 @@ def test_decoder_depth_mismatch_is_a_clear_error(tiny_config, tmp_path):
     tiny_config.train.max_iter = 1
     final = train(tiny_config, tmp_path / "run", tracking=False)
     tiny_config.model.dec_layers = 7
-    try:
-        load_checkpoint(final, tiny_config)
-    except InputError as e:
-        assert "dec_layers=3" in str(e) and "--set model.dec_layers=3" in str(e)
-    else:
-        raise AssertionError("mismatch not detected")
+    tiny_config.model.hidden_dim = 64
+    with pytest.raises(InputError) as error:
+        check_architecture(load_checkpoint(final), tiny_config, final)
+    message = str(error.value)
+    assert "model.dec_layers 3 (config: 7)" in message and "model.hidden_dim 32 (config: 64)" in message
+    assert "--set model.hidden_dim=32 model.dec_layers=3" in message
 
 
 def test_frozen_clip_is_unchanged_by_training(tiny_config):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clipvis.commands.arguments import add_config_arguments, config_from_arguments
 from clipvis.data.benchmarks import (
     BENCHMARKS,
     DATA_ROOT_ENV,
@@ -32,16 +33,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--benchmark", nargs="+", required=True, metavar="NAME",
                         help=f"one or more of: {', '.join([*GROUPS, *BENCHMARKS])}")
     parser.add_argument("--root", help=f"data root (default: ${DATA_ROOT_ENV}, else the config's data.root)")
-    parser.add_argument("--params", help="config YAML (the toy world's settings and data.root)")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. toy.seed=3")
+    add_config_arguments(parser, "config YAML (the toy world's settings and data.root)")
     parser.add_argument("--check", action="store_true", help="download and generate nothing; only report")
 
 
 def main(args) -> int:
-    from clipvis.config import load_config
-
-    cfg = load_config(args.params, args.set)
+    cfg = config_from_arguments(args)
     root = resolve_root(args.root, cfg.data.root)
     benchmarks = [get_benchmark(name) for name in _expand(args.benchmark)]
     failed = 0

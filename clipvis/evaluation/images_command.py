@@ -19,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+from clipvis.commands.arguments import add_config_arguments, config_from_arguments
 from clipvis.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -32,20 +33,16 @@ SUMMARY_KEYS = ("AP", "AP50", "AP75", "APb", "APn")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--params", required=True, help="params YAML (e.g. params/toy/default.yaml)")
-    parser.add_argument("--checkpoint", required=True, help="trained segmenter checkpoint (.pt)")
+    parser.add_argument("--checkpoint", required=True, help="trained or imported segmenter checkpoint (.pt)")
+    add_config_arguments(parser, "params YAML (default: the checkpoint's own config)")
     parser.add_argument("--dataset", default=DEFAULT_DATASET,
                         help=f"registered image benchmark with ground truth (default: {DEFAULT_DATASET})")
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. scoring.detections_per_image=50")
     parser.add_argument("--root", help="data root (default: $CLIPVIS_DATA, else the config's data.root)")
     parser.add_argument("--out", required=True, help="output folder (results.json, metrics.json, config.yaml)")
 
 
 def main(args) -> int:
-    from clipvis.config import load_config
-
-    cfg = load_config(args.params, args.overrides)
+    cfg = config_from_arguments(args)
     report = evaluate_images(cfg, args.dataset, args.checkpoint, args.out, root=args.root)
     metrics = report["metrics"]
     print("  ".join(f"{key} {'-' if metrics[key] is None else f'{metrics[key]:.4f}'}" for key in SUMMARY_KEYS))
@@ -67,7 +64,8 @@ def evaluate_images(cfg, dataset: str, checkpoint: str | Path, out_dir: str | Pa
     from clipvis.io import write_json
     from clipvis.model.text_classifier import text_embeddings
     from clipvis.tracking import stage_run
-    from clipvis.video.inference import inference_device, load_inference_model
+    from clipvis.model.checkpoint import load_model
+    from clipvis.video.inference import inference_device
 
     root = resolve_root(root, cfg.data.root)
     benchmark = image_benchmark(dataset, root)
@@ -77,7 +75,7 @@ def evaluate_images(cfg, dataset: str, checkpoint: str | Path, out_dir: str | Pa
     gt = load_image_gt(annotation_path)
     groups = category_groups(benchmark, root)
 
-    model = load_inference_model(cfg, checkpoint, inference_device(cfg.infer.device))
+    model = load_model(cfg, checkpoint, inference_device(cfg.infer.device))
     vocabulary = categories(benchmark, root)
     text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
     category_ids = [c["id"] for c in vocabulary]

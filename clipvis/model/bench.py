@@ -34,11 +34,13 @@ def run_model(args) -> dict:
 
 
 def run_complexity(args) -> dict:
-    from clipvis.video.inference import inference_device, load_inference_model
+    from clipvis.commands.arguments import config_from_arguments
+    from clipvis.model.checkpoint import load_model
+    from clipvis.video.inference import inference_device
 
-    cfg = load_config(args.params, args.overrides)
+    cfg = config_from_arguments(args)
     device = inference_device(cfg.infer.device)
-    model = load_inference_model(cfg, args.checkpoint, device).requires_grad_(False)
+    model = load_model(cfg, args.checkpoint, device).requires_grad_(False)
     height, width = args.height, args.width
     image = torch.zeros(1, 3, height, width, device=device)
     classes = LVVIS_CLASSES if cfg.scale == "paper" else len(cfg.toy.colours) * len(cfg.toy.shapes)

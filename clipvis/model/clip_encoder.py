@@ -9,7 +9,6 @@ The toy model configs in `clip_configs/` are registered with open_clip when this
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import math
@@ -44,6 +43,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A digest of a state dict's names and tensor bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class FrozenCLIP(nn.Module):
     """A frozen open_clip CLIP with a convolutional image trunk.
 
@@ -53,24 +61,27 @@ class FrozenCLIP(nn.Module):
     gets the same CLIP (a checkpoint holds only the trained parts), and torch's global generator is
     left as it was.
     `cache_dir` is where open_clip finds (or downloads) tagged weights; None means its default.
-    OpenAI weights given as a file need the "-quickgelu" model name (e.g. RN50-quickgelu), as in
-    open_clip; with the tag this is done automatically.
+    `quick_gelu` chooses the text tower's activation; None means as the tag says (QuickGELU for
+    OpenAI's weights). OpenAI weights given as a file need quick_gelu=True (or open_clip's
+    "-quickgelu" model name, e.g. RN50-quickgelu).
 
     Every parameter is frozen and the CLIP stays in eval mode whatever `train()` says, so batch-norm
     statistics never change. Inputs are RGB images normalised with `pixel_mean`/`pixel_std`
     (0-255 scale, shape (3, 1, 1)) and padded to a multiple of 32.
     """
 
-    def __init__(self, model_name: str, pretrained: str | None = None, cache_dir: str | None = None):
+    def __init__(self, model_name: str, pretrained: str | None = None, cache_dir: str | None = None,
+                 quick_gelu: bool | None = None):
         super().__init__()
         self.model_name = model_name
         self.pretrained = pretrained
-        self.clip = _create_open_clip(model_name, pretrained, cache_dir)
+        self.clip = _create_open_clip(model_name, pretrained, cache_dir, quick_gelu)
         self.clip.requires_grad_(False)
         self.clip.eval()
         self.family = _trunk_family(self.clip, model_name)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.embed_dim: int = self.clip.text_projection.shape[1]
+        self._weights_id: str | None = None
 
         preprocess = self.clip.visual.preprocess_cfg
         self.register_buffer("pixel_mean", torch.tensor(preprocess["mean"]).view(3, 1, 1) * 255, persistent=False)
@@ -86,6 +97,21 @@ class FrozenCLIP(nn.Module):
         self.out_channels["clip_dense"] = self.out_channels["res5"]
         self.strides = dict(FEATURE_STRIDES)
 
+    @classmethod
+    def from_state_dict(cls, model_name: str, state: dict[str, torch.Tensor], weights_id: str,
+                        quick_gelu: bool | None = None, source: str = "checkpoint") -> FrozenCLIP:
+        """The CLIP `model_name` with the open_clip weights `state` (e.g. those kept in a segmenter
+        checkpoint); `weights_id` names them in text-embedding cache keys. Every key must fit."""
+        clip = cls(model_name, None, quick_gelu=quick_gelu)
+        try:
+            clip.clip.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise InputError(source, "clip", f"the CLIP weights do not fit open_clip {model_name}: "
+                                             f"{_one_line(error)}") from None
+        clip.pretrained = source
+        clip._weights_id = weights_id
+        return clip
+
     def train(self, mode: bool = True) -> FrozenCLIP:
         super().train(mode)
         self.clip.eval()
@@ -96,18 +122,17 @@ class FrozenCLIP(nn.Module):
         """CLIP's learned log temperature (ln 100 for OpenAI RN50)."""
         return float(self.clip.logit_scale.reshape(-1)[0])
 
-    @functools.cached_property
+    @property
     def weights_id(self) -> str:
-        """What identifies the weights: the tag, the checkpoint's sha256, or a hash of random weights."""
-        if self.pretrained is None:
-            digest = hashlib.sha256()
-            for name, tensor in self.clip.state_dict().items():
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-            return f"random:{digest.hexdigest()}"
-        if open_clip.pretrained.is_pretrained_cfg(self.model_name, self.pretrained):
-            return f"tag:{self.pretrained}"
-        return f"sha256:{file_sha256(self.pretrained)}"
+        """What identifies the weights: the tag, the checkpoint's sha256, or a hash of the weights."""
+        if self._weights_id is None:
+            if self.pretrained is None:
+                self._weights_id = f"random:{state_sha256(self.clip.state_dict())}"
+            elif open_clip.pretrained.is_pretrained_cfg(self.model_name, self.pretrained):
+                self._weights_id = f"tag:{self.pretrained}"
+            else:
+                self._weights_id = f"sha256:{file_sha256(self.pretrained)}"
+        return self._weights_id
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -215,8 +240,12 @@ class FrozenCLIP(nn.Module):
         return x @ clip.text_projection
 
 
-def _create_open_clip(model_name: str, pretrained: str | None, cache_dir: str | None) -> nn.Module:
-    """Build the open_clip model; bad names, missing weights and wrong checkpoints are InputErrors."""
+def _create_open_clip(model_name: str, pretrained: str | None, cache_dir: str | None,
+                      quick_gelu: bool | None = None) -> nn.Module:
+    """Build the open_clip model; bad names, missing weights and wrong checkpoints are InputErrors.
+
+    `quick_gelu` None means: as the tag says (OpenAI's weights were trained with QuickGELU), else GELU.
+    """
     source = f"open_clip {model_name}" + (f"/{pretrained}" if pretrained else "")
     if model_name not in open_clip.list_models():
         raise InputError(source, "", "unknown open_clip model name (convolutional CLIPs: RN50, RN101, "
@@ -226,16 +255,14 @@ def _create_open_clip(model_name: str, pretrained: str | None, cache_dir: str | 
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise InputError(pretrained, "", f"neither an open_clip tag of {model_name} (tags: {tags}) "
                                          "nor an existing checkpoint file")
+    force_quick_gelu = uses_quick_gelu(model_name, pretrained, quick_gelu)
     if not pretrained:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            return open_clip.create_model(model_name)
+            return open_clip.create_model(model_name, force_quick_gelu=force_quick_gelu)
     try:
-        # open_clip 3 builds tagged OpenAI weights with plain GELU unless asked; the reference
-        # (open_clip 2.24) used QuickGELU for them, as they were trained.
         model, _, _ = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, cache_dir=cache_dir,
-            force_quick_gelu=tag_cfg.get("quick_gelu", False))
+            model_name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=force_quick_gelu)
     except Exception as e:
         if not tag_cfg:
             raise InputError(pretrained, "", f"not a loadable checkpoint of {model_name}: {_one_line(e)}") from None
@@ -245,6 +272,15 @@ def _create_open_clip(model_name: str, pretrained: str | None, cache_dir: str | 
                                          f"--set {PRETRAINED_SET_KEY}=/path/to/checkpoint.pt") from None
         raise
     return model
+
+
+def uses_quick_gelu(model_name: str, pretrained: str | None, quick_gelu: bool | None) -> bool:
+    """Whether the text tower of `model_name` with these weights uses QuickGELU: as `quick_gelu` says, else
+    as the open_clip tag says. (open_clip 3 builds tagged OpenAI weights with plain GELU unless asked; the
+    authors' open_clip 2.24 used QuickGELU for them, as they were trained.)"""
+    if quick_gelu is not None:
+        return quick_gelu
+    return bool(pretrained and open_clip.pretrained.get_pretrained_cfg(model_name, pretrained).get("quick_gelu"))
 
 
 def _one_line(error: Exception, limit: int = 300) -> str:

@@ -28,8 +28,9 @@ class CLIPVIS(nn.Module):
         self.decoder = decoder
 
     @classmethod
-    def from_config(cls, model: ModelConfig, clip: ClipConfig) -> CLIPVIS:
-        frozen = FrozenCLIP(clip.model, clip.pretrained)
+    def from_config(cls, model: ModelConfig, clip: ClipConfig, frozen: FrozenCLIP | None = None) -> CLIPVIS:
+        """The network of `model`, on the frozen CLIP of `clip` (or `frozen`, when already built)."""
+        frozen = frozen or FrozenCLIP(clip.model, clip.pretrained, quick_gelu=clip.quick_gelu)
         channels = [frozen.out_channels[f"res{i}"] for i in range(2, 6)]
         pixel_decoder = PixelDecoder(channels, conv_dim=model.hidden_dim, mask_dim=model.mask_dim,
                                      encoder_layers=model.enc_layers, heads=model.heads, points=model.enc_points,
@@ -44,10 +45,17 @@ class CLIPVIS(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("clip.")}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("clip.")]
-        if missing or unexpected:
-            raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        """Load everything but the frozen CLIP; a missing, unexpected or misshapen tensor is a ValueError
+        naming it."""
+        expected = self.trainable_state_dict()
+        problems = [f"missing {key}" for key in expected if key not in state]
+        problems += [f"unexpected {key}" for key in state if key not in expected]
+        problems += [f"{key} has shape {list(state[key].shape)}, the model {list(tensor.shape)}"
+                     for key, tensor in expected.items() if key in state and state[key].shape != tensor.shape]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ValueError(f"the weights do not fit the model: {'; '.join(problems[:3])}{more}")
+        self.load_state_dict(state, strict=False)
 
     def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor:
         """uint8 RGB images (3, H_i, W_i) -> normalised batch (B, 3, H, W), zero-padded to a multiple of 32.

@@ -83,10 +83,11 @@ def _config(overrides: list[str]):
 
 
 def _timed_run(cfg, frames: int, height: int, width: int, classes: int, seed: int) -> dict:
-    from clipvis.video.inference import inference_device, load_inference_model, segment_video
+    from clipvis.model.checkpoint import load_model
+    from clipvis.video.inference import inference_device, segment_video
 
     torch.manual_seed(seed)
-    model = load_inference_model(cfg, None, inference_device(cfg.infer.device))
+    model = load_model(cfg, None, inference_device(cfg.infer.device))
     text = random_vocabulary(model.clip.embed_dim, classes, seed)
     segment_video(model, synthetic_frames(cfg.infer.frames_per_chunk, height, width, seed), text, cfg)
     timings: dict[str, float] = {}
@@ -105,11 +106,12 @@ MEMORY_CHILD = ("import json, sys; from clipvis.video.bench import memory_child;
 
 def memory_child(overrides: list[str], length: int, height: int, width: int, classes: int, seed: int) -> dict:
     """One measured run (in its own process): segment a synthetic video, report the peak RSS."""
-    from clipvis.video.inference import load_inference_model, segment_video
+    from clipvis.model.checkpoint import load_model
+    from clipvis.video.inference import segment_video
 
     cfg = _config(overrides)
     torch.manual_seed(seed)
-    model = load_inference_model(cfg, None, torch.device("cpu"))
+    model = load_model(cfg, None, torch.device("cpu"))
     text = random_vocabulary(model.clip.embed_dim, classes, seed)
     before = _peak_rss_mb()
     start = time.perf_counter()

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from clipvis.commands.arguments import add_config_arguments, config_from_arguments
 from clipvis.errors import InputError
 from clipvis.io import atomic_path, read_json, write_json
 
@@ -44,11 +45,9 @@ SUBMISSION_FILE = "submission.zip"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--params", required=True, help="params YAML (e.g. params/toy/default.yaml)")
     parser.add_argument("--benchmark", required=True, help="registered video benchmark, e.g. toy_lvvis, lvvis_val")
-    parser.add_argument("--checkpoint", required=True, help="trained segmenter checkpoint (.pt)")
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. matching.topk=5")
+    parser.add_argument("--checkpoint", required=True, help="trained or imported segmenter checkpoint (.pt)")
+    add_config_arguments(parser, "params YAML (default: the checkpoint's own config)")
     parser.add_argument("--root", help="data root (default: $CLIPVIS_DATA, else the config's data.root)")
     parser.add_argument("--out", required=True, help="output folder (results.json, progress/, config.yaml)")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
@@ -61,16 +60,15 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from clipvis.config import load_config
     from clipvis.launch import launch
 
-    cfg = load_config(args.params, args.overrides)
+    cfg = config_from_arguments(args)
     if args.launcher:
         cfg.launch.launcher = args.launcher
     cfg.launch.gpus_per_node = min(cfg.launch.gpus_per_node, 1)  # inference is one process
     variants = cfg
     if args.variants:
-        variants = {name: load_config(args.params, args.overrides + overrides)
+        variants = {name: config_from_arguments(args, overrides)
                     for name, overrides in read_variants(args.variants_file, args.variants).items()}
     paths = launch(cfg, infer_benchmark, variants, args.benchmark, args.checkpoint, args.out, root=args.root,
                    job_name="infer", log_dir=args.out)
@@ -109,6 +107,7 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
     from clipvis.config import save_config, to_dict
     from clipvis.data.benchmarks import get_benchmark, resolve_root
     from clipvis.data.vocabularies import categories
+    from clipvis.model.checkpoint import load_model
     from clipvis.model.clip_encoder import file_sha256
     from clipvis.model.text_classifier import text_embeddings
     from clipvis.tracking import shared_params, stage_run
@@ -136,7 +135,7 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
         _discard_stale_progress(out_dirs[name] / PROGRESS_DIR, settings[name])
 
     device = inference.inference_device(cfg.infer.device)
-    model = inference.load_inference_model(cfg, checkpoint, device)
+    model = load_model(cfg, checkpoint, device)
     vocabulary = categories(benchmark, root)
     text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
     category_ids = [c["id"] for c in vocabulary]

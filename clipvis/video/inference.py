@@ -47,7 +47,6 @@ from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.scoring import VideoScoreSums
 from clipvis.model.text_classifier import TextEmbeddings
-from clipvis.train import load_checkpoint
 from clipvis.video.frames import resize_for_inference
 from clipvis.video.matching import TemporalMatcher
 
@@ -69,23 +68,6 @@ def inference_device(setting: str) -> torch.device:
         return torch.device(setting)
     except RuntimeError as error:
         raise InputError("config", "infer.device", str(error)) from None
-
-
-def load_inference_model(cfg: Config, checkpoint: str | Path | None, device: torch.device) -> CLIPVIS:
-    """The segmenter of `cfg` in eval mode, with the trained weights of `checkpoint` (None: random weights).
-
-    A checkpoint of another decoder depth is refused before the model is built.
-    """
-    state = load_checkpoint(checkpoint, cfg)["model"] if checkpoint else None
-    model = CLIPVIS.from_config(cfg.model, cfg.clip)
-    if state is not None:
-        try:
-            model.load_trainable_state_dict(state)
-        except ValueError as error:
-            raise InputError(checkpoint, "model", str(error)) from None
-    else:
-        log.warning("no checkpoint: the segmenter has random weights")
-    return model.to(device).eval()
 
 
 def build_matcher(cfg: Config) -> TemporalMatcher:

@@ -1,7 +1,7 @@
 """`clipvis segment INPUT --vocab "cat,dog"`: open-vocabulary segmentation of any video or frame folder.
 
 Writes to --out: results.json (YTVIS records with `category_name` added; category ids are 1-based
-vocabulary positions), overlay.mp4 and overlay.gif (every track scoring at least --min-score, in its
+vocabulary positions), config.yaml (the resolved config), overlay.mp4 and overlay.gif (every track scoring at least --min-score, in its
 own colour with its class name and score) and contact_sheet.png (a few frames in a grid).
 The video is read twice, once to segment and once to draw, so memory does not grow with its length.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+
+from clipvis.commands.arguments import add_config_arguments, config_from_arguments
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +32,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="one class name per line (commas inside a line separate synonyms)")
     vocab.add_argument("--benchmark", help="the vocabulary of a registered benchmark (e.g. toy_lvvis, lvvis_val)")
     parser.add_argument("--root", help="data root for --benchmark (default: $CLIPVIS_DATA, else data)")
-    parser.add_argument("--checkpoint", help="trained segmenter checkpoint (without it: random weights, for trying "
-                                             "the command out only)")
-    parser.add_argument("--params", help="params YAML (default: the built-in toy defaults)")
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. infer.device=cpu")
+    parser.add_argument("--checkpoint", help="trained or imported segmenter checkpoint (without it: random weights, "
+                                             "for trying the command out only)")
+    add_config_arguments(parser, "params YAML (default: the checkpoint's own config, else the built-in toy "
+                                 "defaults)")
     parser.add_argument("--min-score", type=float, default=0.1, help="draw tracks scoring at least this (default 0.1)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
 
 
 def main(args: argparse.Namespace) -> int:
-    from clipvis.config import load_config
     from clipvis.model.embed_command import read_vocabulary
     from clipvis.video.frames import open_frames
 
     source = open_frames(args.input)
     class_names = read_vocabulary(args)
-    cfg = load_config(args.params, args.overrides)
+    cfg = config_from_arguments(args)
     records = segment(source, class_names, cfg, args.checkpoint)
 
+    from clipvis.config import save_config
     from clipvis.data.formats import write_video_results
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_video_results(args.out / "results.json", records)
+    save_config(cfg, args.out / "config.yaml")
     write_overlays(source, records, class_names, args.min_score, args.out)
     print(args.out)
     return 0
@@ -63,9 +65,10 @@ def segment(source, class_names: list[str], cfg, checkpoint: str | None) -> list
     from tqdm import tqdm
 
     from clipvis.model.text_classifier import text_embeddings
-    from clipvis.video.inference import inference_device, load_inference_model, segment_video
+    from clipvis.model.checkpoint import load_model
+    from clipvis.video.inference import inference_device, segment_video
 
-    model = load_inference_model(cfg, checkpoint, inference_device(cfg.infer.device))
+    model = load_model(cfg, checkpoint, inference_device(cfg.infer.device))
     text = text_embeddings(model.clip, class_names, cfg.clip.text_cache)
     with tqdm(total=source.length, unit="frame", desc=f"segment {source.name}") as bar:
         records = segment_video(model, source, text, cfg, video_id=1, on_frames=bar.update)

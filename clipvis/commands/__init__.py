@@ -1,0 +1,1 @@
+"""One thin module per `clipvis` subcommand: parse the arguments, call one function, print the result."""

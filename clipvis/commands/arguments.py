@@ -1,0 +1,42 @@
+"""Command-line arguments that several commands share, defined once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clipvis.config import Config, load_config
+from clipvis.errors import InputError
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, params_help: str) -> None:
+    """--params FILE and --set KEY=VALUE ... (repeatable: every --set adds to the overrides)."""
+    parser.add_argument("--params", help=params_help)
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. matching.topk=5 (several after one --set, or "
+                             "--set repeated)")
+
+
+def config_from_arguments(args: argparse.Namespace, more_overrides: list[str] = (),
+                          params_required: bool = False) -> Config:
+    """The config of --params and --set (then `more_overrides`); with --checkpoint and no --params, the
+    checkpoint's own config (with --params, the checkpoint must hold the network it describes)."""
+    overrides = [*args.overrides, *more_overrides]
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint:
+        from clipvis.model.checkpoint import config_for_checkpoint
+
+        return config_for_checkpoint(checkpoint, args.params, overrides)[0]
+    if params_required and not args.params:
+        raise InputError("--params", "", "a params file is needed (e.g. params/toy/default.yaml)")
+    return load_config(args.params, overrides)
+
+
+def refuse_to_overwrite(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """An output that is one of the inputs is never written; an existing one only with --overwrite."""
+    if any(out.exists() and item.exists() and out.samefile(item) for item in inputs):
+        raise InputError(out, "", "is an input of this command; choose another --out")
+    if out.is_dir():
+        raise InputError(out, "", "is a folder; --out names the file to write")
+    if out.exists() and not overwrite:
+        raise InputError(out, "", "exists; pass --overwrite to replace it")
