@@ -50,7 +50,7 @@ class ToyWorldConfig:
 
 @dataclass
 class DataConfig:
-    root: str = "data"
+    root: str = "data"  # the one default data root, at every scale (`--root` or $CLIPVIS_DATA override it)
     train: str = "toy_lvis_train"  # benchmark the segmenter trains on
     test: list[str] = field(default_factory=lambda: ["toy_lvvis", "toy_ovis"])
 

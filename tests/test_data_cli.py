@@ -18,7 +18,10 @@ import pytest
 
 from clipvis.cli import main
 from clipvis.config import ToyWorldConfig
+from clipvis.data import derived
 from clipvis.data.benchmarks import BENCHMARKS, TOY_BENCHMARKS, RemoteFile
+from clipvis.data.formats import load_video_gt
+from clipvis.data.released import RELEASED, RELEASED_BY_MODEL
 from clipvis.data.vocabularies import novel_ids, vocabulary
 
 TINY_TOY = ["toy.frame_size=32", "toy.min_frames=2", "toy.max_frames=3", "toy.max_objects=2",
@@ -62,8 +65,53 @@ def test_root_defaults_to_the_environment(tmp_path, monkeypatch, capsys):
 def test_all_paper_checks_every_real_benchmark(tmp_path, capsys):
     assert main(["data", "--benchmark", "all-paper", "--root", str(tmp_path), "--check"]) == 1
     out = capsys.readouterr().out
-    reported = {line.split(":")[0].split()[-1] for line in out.splitlines() if line.startswith("missing")}
+    reported = {line.split(":")[0].split()[-1] for line in out.splitlines()
+                if line.startswith("missing") and "released weights" not in line}
     assert reported == {name for name in BENCHMARKS if not name.startswith("toy")}
+    released = [line for line in out.splitlines() if line.startswith("missing  released weights")]
+    assert [line.split()[3] for line in released] == [weights.model for weights in RELEASED]
+
+
+def test_released_weights_are_reported_with_where_to_put_them(tmp_path, capsys):
+    _make(tmp_path / "weights" / "clipvis_lvis_r50_7.pth")
+    assert main(["data", "--benchmark", "released-weights", "--root", str(tmp_path), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"ok       released weights r50_lvis: {tmp_path / 'weights/clipvis_lvis_r50_7.pth'}" in out
+    assert (f"download {RELEASED_BY_MODEL['convnext_lvis'].url} (listed at the Download column of the README at "
+            f"github.com/zwq456/CLIP-VIS) and save it as {tmp_path / 'weights/clipvis_lvis_convnext_b_7.pth'}") in out
+    for weights in RELEASED:
+        _make(weights.path(tmp_path))
+    assert main(["data", "--benchmark", "released-weights", "--root", str(tmp_path), "--check"]) == 0
+
+
+def test_lvis_without_rare_categories_is_written_from_the_download(tmp_path, capsys):
+    lvis = {"images": [{"id": 1}, {"id": 2}],
+            "categories": [{"id": 1, "name": "a", "frequency": "f"}, {"id": 2, "name": "b", "frequency": "r"},
+                           {"id": 3, "name": "c", "frequency": "c"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1}, {"id": 2, "image_id": 1, "category_id": 2},
+                            {"id": 3, "image_id": 2, "category_id": 3}, {"id": 4, "image_id": 2, "category_id": 2}]}
+    (tmp_path / "lvis").mkdir()
+    (tmp_path / "lvis" / "lvis_v1_train.json").write_text(json.dumps(lvis))
+    derived.derive(derived.LVIS_NORARE, tmp_path / "lvis" / "lvis_v1_train_norare.json", tmp_path)
+    written = json.loads((tmp_path / "lvis" / "lvis_v1_train_norare.json").read_text())
+    assert [a["id"] for a in written["annotations"]] == [1, 3]
+    assert written["images"] == lvis["images"] and written["categories"] == lvis["categories"]
+
+
+def test_burst_val_is_converted_when_its_annotations_are_there(tmp_path, capsys):
+    from test_burst import burst_files
+
+    annotations = tmp_path / "burst" / "annotations"
+    (annotations / "val").mkdir(parents=True)
+    (annotations / "info").mkdir()
+    all_classes, class_split = burst_files(tmp_path)
+    all_classes.rename(annotations / "val" / "all_classes.json")
+    class_split.rename(annotations / "info" / "class_split.json")
+    assert main(["data", "--benchmark", "burst_val", "--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "ok       burst_val\n"
+    converted = load_video_gt(tmp_path / "burst" / "val" / "b2y_val.json")
+    assert len(converted["videos"]) == 2 and {c["split"] for c in converted["categories"].values()} == \
+        {"common", "uncommon"}
 
 
 def test_unknown_benchmark_exits_2(tmp_path, capsys):

@@ -37,3 +37,25 @@ def test_toy_dag_and_the_reproduce_dash_all_alias():
     counts = job_counts(dry_run("reproduce-all"))
     assert counts["pretrain_clip"] == 1 and counts["train"] == 3 and counts["infer"] == 6
     assert counts["reproduce_all_alias"] == 1
+
+
+def test_released_weights_dag_imports_instead_of_training():
+    """weights=released: the authors' four checkpoints are imported and evaluated; nothing is trained."""
+    text = dry_run("-p", "reproduce_all", "--config", "scale=paper", "weights=released")
+    counts = job_counts(text)
+    assert counts["released_weights"] == 4 and counts["import_released"] == 4
+    assert "train" not in counts and "finetune" not in counts
+    assert counts["infer"] == 4 * 6 and counts["score"] == 4 * 2 and counts["complexity"] == 2
+    assert "clipvis import-checkpoint data/weights/clipvis_lvis_r50_7.pth --params params/paper/r50_lvis.yaml" in text
+    assert "--checkpoint runs/released/paper/r50_lvis/released/model.pt" in text
+    assert "--out reports/released" in text
+
+
+def test_slurm_profile_jobs_run_their_stage_in_process():
+    """Under the SLURM profile each job is already a SLURM job: its stage must not submit another one
+    (params/paper/base.yaml says launch.launcher: slurm for commands run by hand)."""
+    for scale in ("toy", "paper"):
+        text = dry_run("-p", "--profile", "workflow/profiles/slurm", "reproduce_all", "--config", f"scale={scale}")
+        commands = [line for line in text.splitlines() if line.startswith("Shell command: clipvis")]
+        launching = [c for c in commands if c.split()[3] in ("train", "finetune", "infer", "pretrain-clip")]
+        assert launching and all("--launcher local" in c for c in launching)

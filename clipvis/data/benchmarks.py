@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from clipvis.config import DataConfig
+from clipvis.data.derived import BURST_VAL, LVIS_NORARE, Derivation
 from clipvis.errors import InputError
 
 DATA_ROOT_ENV = "CLIPVIS_DATA"
@@ -54,6 +56,7 @@ class Benchmark:
     has_public_gt: bool = True  # False: predictions are scored by `server`
     server: str | None = None
     downloads: tuple[RemoteFile, ...] = ()
+    derived: Derivation | None = None  # the annotation file is written from downloaded ones
     manual: str | None = None  # how to obtain what cannot be downloaded automatically
 
     @property
@@ -67,8 +70,8 @@ class Benchmark:
         return Path(root) / self.image_root
 
 
-def resolve_root(explicit: str | Path | None = None, configured: str | Path = "data") -> Path:
-    """The data root: an explicit path, else `$CLIPVIS_DATA`, else the configured one."""
+def resolve_root(explicit: str | Path | None = None, configured: str | Path = DataConfig.root) -> Path:
+    """The data root: an explicit path, else `$CLIPVIS_DATA`, else the configured one (default `data`)."""
     return Path(explicit or os.environ.get(DATA_ROOT_ENV) or configured)
 
 
@@ -130,20 +133,19 @@ _BENCHMARKS = (
                 "and put them at ovis/valid/<video>/<frame>.jpg and ovis/annotations_valid.json")),
     Benchmark(
         "burst_val", "video", "val", "burst/val", "burst/val/b2y_val.json", "burst",
-        novel_split="frequency", uncommon_split="split", scorer="burst",
+        novel_split="frequency", uncommon_split="split", scorer="burst", derived=BURST_VAL,
         manual=("download the TAO validation frames (https://motchallenge.net/tao_download.php; AVA and HACS "
                 "need a MOTChallenge login) to burst/val/<dataset>/<sequence>/<frame>.jpg, and the BURST "
                 "annotations (https://omnomnom.vision.rwth-aachen.de/data/BURST/annotations.zip, no pinned "
-                "checksum) unpacked to burst/annotations/; then convert burst/annotations/val/all_classes.json "
-                "with burst/annotations/info/class_split.json to YTVIS style at burst/val/b2y_val.json "
-                "(CLIP-VIS tools/burst2ytvis.py)")),
+                "checksum) unpacked to burst/annotations/; `clipvis data --benchmark burst_val` then writes "
+                "burst/val/b2y_val.json from burst/annotations/val/all_classes.json and "
+                "burst/annotations/info/class_split.json")),
     Benchmark(
         "lvis_train_norare", "image", "train", "coco", "lvis/lvis_v1_train_norare.json", "lvis",
-        novel_split="frequency", downloads=(LVIS_TRAIN_ANNOTATIONS, COCO_TRAIN_IMAGES),
+        novel_split="frequency", downloads=(LVIS_TRAIN_ANNOTATIONS, COCO_TRAIN_IMAGES), derived=LVIS_NORARE,
         manual=("`clipvis data --benchmark lvis_train_norare` downloads the COCO train2017 images "
-                "(coco/train2017/) and lvis/lvis_v1_train.json; then write lvis/lvis_v1_train_norare.json as "
-                "lvis_v1_train.json without the annotations of rare ('frequency': 'r') categories, images kept "
-                "(CLIP-VIS tools/remove_lvis_rare.py)")),
+                "(coco/train2017/) and lvis/lvis_v1_train.json, then writes lvis/lvis_v1_train_norare.json: "
+                "lvis_v1_train.json without the annotations of rare ('frequency': 'r') categories, images kept")),
     Benchmark(
         "coco_train", "image", "train", "coco/train2017", "coco/annotations/instances_train2017.json", "coco",
         downloads=(COCO_ANNOTATIONS, COCO_TRAIN_IMAGES),

@@ -3,6 +3,10 @@
     clipvis data --benchmark toy                      # writes <root>/toy/ from the config's toy section
     clipvis data --benchmark lvvis_val coco_train     # downloads what is public, then checks
     clipvis data --benchmark all-paper --check        # only reports what is missing and where it goes
+    clipvis data --benchmark released-weights --check # the authors' checkpoint files (put there by hand)
+
+Annotation files derived from downloads (LVIS without rare categories, BURST in YTVIS style) are
+written when their sources are present.
 
 Exits 1 when a file is still missing after the run, listing each one with where it goes.
 """
@@ -26,12 +30,13 @@ from clipvis.errors import InputError
 
 HELP = "generate the toy world, or download and check a benchmark's files"
 
-GROUPS = {"toy": TOY_BENCHMARKS, "all-paper": PAPER_BENCHMARKS}
+RELEASED_WEIGHTS = "released-weights"
+GROUPS = {"toy": TOY_BENCHMARKS, "all-paper": (*PAPER_BENCHMARKS, RELEASED_WEIGHTS)}
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--benchmark", nargs="+", required=True, metavar="NAME",
-                        help=f"one or more of: {', '.join([*GROUPS, *BENCHMARKS])}")
+                        help=f"one or more of: {', '.join([*GROUPS, RELEASED_WEIGHTS, *BENCHMARKS])}")
     parser.add_argument("--root", help=f"data root (default: ${DATA_ROOT_ENV}, else the config's data.root)")
     add_config_arguments(parser, "config YAML (the toy world's settings and data.root)")
     parser.add_argument("--check", action="store_true", help="download and generate nothing; only report")
@@ -40,7 +45,8 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     cfg = config_from_arguments(args)
     root = resolve_root(args.root, cfg.data.root)
-    benchmarks = [get_benchmark(name) for name in _expand(args.benchmark)]
+    names = _expand(args.benchmark)
+    benchmarks = [get_benchmark(name) for name in names if name != RELEASED_WEIGHTS]
     failed = 0
     if not args.check:
         if any(b.is_toy for b in benchmarks):
@@ -48,7 +54,10 @@ def main(args) -> int:
 
             generate_toy_world(cfg.toy, root)
         failed = _download_public(benchmarks, root)
+        _derive_annotations(benchmarks, root)
     missing = sum(_report(b, root) for b in benchmarks)
+    if RELEASED_WEIGHTS in names:
+        missing += _report_released_weights(root)
     return 1 if missing or failed else 0
 
 
@@ -71,6 +80,31 @@ def _download_public(benchmarks: list[Benchmark], root: Path) -> int:
             print(f"failed   {e}")
             failed += 1
     return failed
+
+
+def _derive_annotations(benchmarks: list[Benchmark], root: Path) -> None:
+    """Write the derived annotation files that are missing and whose sources are present."""
+    from clipvis.data.derived import derive
+
+    for benchmark in benchmarks:
+        if benchmark.derived and not benchmark.annotation_path(root).is_file():
+            derive(benchmark.derived, benchmark.annotation_path(root), root)
+
+
+def _report_released_weights(root: Path) -> int:
+    """Print whether each of the authors' checkpoint files is in place; returns how many are missing."""
+    from clipvis.data.released import AUTHORS_PAGE, RELEASED
+
+    missing = 0
+    for weights in RELEASED:
+        path = weights.path(root)
+        if path.is_file():
+            print(f"ok       released weights {weights.model}: {path}")
+            continue
+        missing += 1
+        print(f"missing  released weights {weights.model} ({weights.description}): {path}")
+        print(f"         how to get it: download {weights.url} (listed at {AUTHORS_PAGE}) and save it as {path}")
+    return missing
 
 
 def _report(benchmark: Benchmark, root: Path) -> int:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_DATA_ROOTS = {"toy": "data", "paper": "datasets"}  # data.root of params/toy and params/paper
-
 HELP = "write Tables I-VI (ours beside the paper's), the figures and index.html from the run files"
 
 
@@ -17,7 +15,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", default="runs", help="runs folder: RUNS/{scale}/{model}/... (default: runs)")
     parser.add_argument("--out", default="reports", help="report folder (default: reports)")
     parser.add_argument("--data", help="data root with the benchmarks' frames, for the matching GIFs (default: "
-                                       "$CLIPVIS_DATA, else data at toy scale and datasets at paper scale)")
+                                       "$CLIPVIS_DATA, else the config's default data.root)")
     parser.add_argument("--samples", help="toy-world sample sheet to show (default at toy scale: the one "
                                           "`clipvis data` writes, reports/toy_world_samples.png)")
 
@@ -32,7 +30,7 @@ def main(args) -> int:
     from clipvis.reports.tables import build_tables, measured_values
 
     samples = args.samples or (DEFAULT_SAMPLES_PATH if args.scale == "toy" else None)
-    data_root = resolve_root(args.data, DEFAULT_DATA_ROOTS[args.scale])
+    data_root = resolve_root(args.data)
     report = write_report(args.scale, args.runs, args.out, data_root, samples=samples)
     summary = Path(args.out) / "summary.json"
     values = (measured_values(build_tables(args.scale, args.runs)) | image_values(image_metrics(args.scale, args.runs))

@@ -174,7 +174,8 @@ def build_table(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> Table:
                 cells.append(Cell(ours.ours, paper_text, ours.status, ours.value, ours.link))
             rows.append(TableRow(row.labels, f"{model} · {row.variant}" if model else "", tuple(cells)))
         groups.append(TableGroup(group.title, tuple(rows)))
-    notes = (LEGEND, SCALE_NOTES[scale], *paper_table.notes, *_complexity_notes(paper_table, scale, runs_dir))
+    notes = (LEGEND, SCALE_NOTES[scale], *_released_weights_note(scale, runs_dir), *paper_table.notes,
+             *_complexity_notes(paper_table, scale, runs_dir))
     return Table(paper_table.key, paper_table.title, paper_table.label_headers,
                  tuple(column.group for column in paper_table.columns),
                  tuple(column.title for column in paper_table.columns), tuple(groups), notes)
@@ -190,6 +191,15 @@ def measured_values(tables: list[Table]) -> dict[str, float]:
                     if cell.status == "measured":
                         values[f"{table.key}/{row.run}/{column_group} {title}".strip()] = round(cell.value, 3)
     return values
+
+
+def _released_weights_note(scale: Scale, runs_dir: Path) -> list[str]:
+    """Which models ran on the authors' released checkpoints (imported by the pipeline, not trained here)."""
+    imported = sorted(path.parent.parent.name for path in (Path(runs_dir) / scale).glob("*/released/model.pt"))
+    if not imported:
+        return []
+    return [f"Weights: the authors' released checkpoints, imported with `clipvis import-checkpoint` and not "
+            f"trained here ({', '.join(imported)})."]
 
 
 def _complexity_notes(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> list[str]:

@@ -2,6 +2,15 @@
 
 from clipvis.config import load_config
 from clipvis.data.benchmarks import get_benchmark
+from clipvis.data.released import RELEASED_BY_MODEL
+
+
+def evaluated_models(models):
+    """The models evaluated: all of them, or with weights=released those the authors released."""
+    return [m for m in models if WEIGHTS == "trained" or m in RELEASED_BY_MODEL]
+
+
+MODELS = evaluated_models(S["models"])
 
 
 def params_file(model):
@@ -20,6 +29,12 @@ def data_ready(benchmark):
     return f"{ROOT}/toy/world.json" if benchmark.startswith("toy") else f"{ROOT}/.checked/{benchmark}"
 
 
+def checkpoint_file(wildcards):
+    """The checkpoint a model is evaluated with: trained by the pipeline, or imported from the authors'."""
+    stage = "train/model_final.pt" if WEIGHTS == "trained" else "released/model.pt"
+    return f"{RUNS}/{wildcards.model}/{stage}"
+
+
 def train_data(wildcards):
     return data_ready(load_config(params_file(wildcards.model)).data.train)
 
@@ -31,7 +46,7 @@ def has_public_gt(benchmark):
 def evaluation_targets():
     """Metrics where the ground truth is public; the server-ready results otherwise."""
     targets = []
-    for model in S["models"]:
+    for model in MODELS:
         for benchmark in S["benchmarks"]:
             stage = "score/{}/scores.json" if has_public_gt(benchmark) else "infer/{}/variants.json"
             targets.append(f"{RUNS}/{model}/" + stage.format(benchmark))
@@ -41,7 +56,7 @@ def evaluation_targets():
 def image_targets():
     """Image-level AP of every model on the held-out image sets (toy scale only: real LVIS needs its
     federated evaluator)."""
-    return expand(f"{RUNS}/{{model}}/eval_images/{{dataset}}/metrics.json", model=S["models"],
+    return expand(f"{RUNS}/{{model}}/eval_images/{{dataset}}/metrics.json", model=MODELS,
                   dataset=S.get("image_benchmarks", []))
 
 
@@ -56,4 +71,8 @@ def video_frames(benchmark, video):
     return get_benchmark(benchmark).image_path(ROOT) / video
 
 
-TABLES = expand("reports/tables/table{n}.md", n=range(1, 7)) + ["reports/index.html"]
+def complexity_targets():
+    return expand(f"{RUNS}/{{model}}/bench/complexity.json", model=evaluated_models(S["complexity_models"]))
+
+
+TABLES = expand(f"{REPORTS}/tables/table{{n}}.md", n=range(1, 7)) + [f"{REPORTS}/index.html"]

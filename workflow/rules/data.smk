@@ -16,4 +16,4 @@ rule pretrain_clip:
     input: f"{ROOT}/toy/world.json"
     output: f"{RUNS}/clip/toy_clip.pt"
     params: params=params_file(S["ablation_model"])
-    shell: "clipvis pretrain-clip --params {params.params} --set data.root={ROOT} clip_pretrain.out={output}"
+    shell: "clipvis pretrain-clip --launcher local --params {params.params} --set data.root={ROOT} clip_pretrain.out={output}"

@@ -2,13 +2,13 @@
 # held-out images; overlays of a few videos with `clipvis segment`.
 
 rule infer:
-    input: checkpoint=f"{RUNS}/{{model}}/train/model_final.pt", data=lambda w: data_ready(w.benchmark), clip=CLIP_WEIGHTS
+    input: checkpoint=checkpoint_file, data=lambda w: data_ready(w.benchmark), clip=CLIP_WEIGHTS
     output: f"{RUNS}/{{model}}/infer/{{benchmark}}/variants.json"
     params:
         params=lambda w: params_file(w.model),
         clip=clip_set,
         variants=lambda w: " ".join(variants_of(w.model, w.benchmark)),
-    shell: "clipvis infer --params {params.params} --benchmark {wildcards.benchmark} --checkpoint {input.checkpoint}"
+    shell: "clipvis infer --launcher local --params {params.params} --benchmark {wildcards.benchmark} --checkpoint {input.checkpoint}"
            " --set data.root={ROOT} {params.clip} --variants {params.variants} --out {RUNS}/{wildcards.model}/infer/{wildcards.benchmark}"
 
 
@@ -20,7 +20,7 @@ rule score:
 
 
 rule complexity:
-    input: checkpoint=f"{RUNS}/{{model}}/train/model_final.pt", clip=CLIP_WEIGHTS
+    input: checkpoint=checkpoint_file, clip=CLIP_WEIGHTS
     output: f"{RUNS}/{{model}}/bench/complexity.json"
     params: params=lambda w: params_file(w.model), clip=clip_set
     shell: "clipvis bench complexity --params {params.params} --checkpoint {input.checkpoint} --set {params.clip}"
@@ -28,7 +28,7 @@ rule complexity:
 
 
 rule eval_images:
-    input: checkpoint=f"{RUNS}/{{model}}/train/model_final.pt", data=lambda w: data_ready(w.dataset), clip=CLIP_WEIGHTS
+    input: checkpoint=checkpoint_file, data=lambda w: data_ready(w.dataset), clip=CLIP_WEIGHTS
     output: f"{RUNS}/{{model}}/eval_images/{{dataset}}/metrics.json"
     params: params=lambda w: params_file(w.model), clip=clip_set
     shell: "clipvis eval-images --params {params.params} --checkpoint {input.checkpoint} --dataset {wildcards.dataset}"
@@ -36,7 +36,7 @@ rule eval_images:
 
 
 rule qualitative:
-    input: checkpoint=f"{RUNS}/{{model}}/train/model_final.pt", data=lambda w: data_ready(w.benchmark), clip=CLIP_WEIGHTS
+    input: checkpoint=checkpoint_file, data=lambda w: data_ready(w.benchmark), clip=CLIP_WEIGHTS
     output: f"{RUNS}/{{model}}/qualitative/{{benchmark}}_{{video}}/overlay.gif"
     params: params=lambda w: params_file(w.model), clip=clip_set, frames=lambda w: video_frames(w.benchmark, w.video)
     shell: "clipvis segment {params.frames} --benchmark {wildcards.benchmark} --root {ROOT} --params {params.params}"

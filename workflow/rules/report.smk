@@ -3,9 +3,9 @@
 rule tables:
     input:
         evaluation_targets(),
-        expand(f"{RUNS}/{{model}}/bench/complexity.json", model=S["complexity_models"]),
+        complexity_targets(),
         image_targets(),
         qualitative_targets(),
         CLIP_WEIGHTS,
     output: TABLES
-    shell: "clipvis tables --scale {SCALE} --runs runs --data {ROOT} --out reports"
+    shell: "clipvis tables --scale {SCALE} --runs {RUNS_ROOT} --data {ROOT} --out {REPORTS}"

@@ -14,7 +14,7 @@ rule train:
     output: f"{RUNS}/{{model}}/train/model_final.pt"
     wildcard_constraints: model="(?!(?:" + "|".join(FINETUNED or ["-"]) + ")/)[^/]+"  # the others
     params: params=lambda w: params_file(w.model), clip=clip_set
-    shell: "clipvis train --params {params.params} --set data.root={ROOT} {params.clip} --out {RUNS}/{wildcards.model}/train"
+    shell: "clipvis train --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --out {RUNS}/{wildcards.model}/train"
 
 
 rule finetune:
@@ -22,4 +22,4 @@ rule finetune:
     output: f"{RUNS}/{{model}}/train/model_final.pt"
     wildcard_constraints: model="|".join(FINETUNED or ["-"])
     params: params=lambda w: params_file(w.model), clip=clip_set
-    shell: "clipvis finetune --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {RUNS}/{wildcards.model}/train"
+    shell: "clipvis finetune --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {RUNS}/{wildcards.model}/train"
