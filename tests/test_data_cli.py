@@ -110,7 +110,7 @@ def test_burst_val_is_converted_when_its_annotations_are_there(tmp_path, capsys)
     assert main(["data", "--benchmark", "burst_val", "--root", str(tmp_path)]) == 0
     assert capsys.readouterr().out == "ok       burst_val\n"
     converted = load_video_gt(tmp_path / "burst" / "val" / "b2y_val.json")
-    assert len(converted["videos"]) == 2 and {c["split"] for c in converted["categories"].values()} == \
+    assert len(converted["videos"]) == 2 and {c["split"] for c in converted["categories"]} == \
         {"common", "uncommon"}
 
 
