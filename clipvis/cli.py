@@ -12,6 +12,7 @@ import logging
 import sys
 
 from clipvis.errors import InputError
+from clipvis.io import os_problem
 
 COMMANDS = {
     "data": "clipvis.data.command",
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return module.main(args) or 0
     except InputError as e:
         print(f"clipvis {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file we could not write (permissions, disk full, a file where a folder should be)
+        where = e.filename or "output"
+        print(f"clipvis {args.command}: error: {where}: {os_problem(e)}", file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import yaml
 
 from clipvis.errors import InputError
 from clipvis.io import read_yaml, write_yaml
+
+log = logging.getLogger(__name__)
 
 BASE_KEY = "_base_"
 
@@ -206,9 +209,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
         default_source = base_source if base is not None else "--set"
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise InputError("--set", item, "expected KEY=VALUE, e.g. toy.seed=3")
-        _assign(raw, key.strip().split("."), yaml.safe_load(text) if text.strip() else "")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as error:
+            raise InputError("--set", item, f"malformed value ({getattr(error, 'problem', error)})") from None
+        _assign(raw, key.strip().split("."), value)
         sources[key.strip()] = "--set"
     return from_dict(Config, raw, default_source=default_source, sources=sources)
 
@@ -235,7 +242,9 @@ def from_dict(cls: type, data: Any, default_source: str = "<dict>", sources: dic
         return sources.get(key, default_source)
 
     if not isinstance(data, dict):
-        raise InputError(source_of(prefix), prefix or "<top level>", f"expected a mapping, got {type(data).__name__}")
+        section = prefix.rstrip(".")
+        raise InputError(source_of(section), section or "<top level>",
+                         f"expected a mapping (a section of keys), got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -297,13 +306,20 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict[str
     path = path.resolve()
     if path in seen:
         raise InputError(path, BASE_KEY, "circular inheritance")
-    raw = read_yaml(path) or {}
+    raw = read_yaml(path)
+    if raw is None:
+        log.warning("%s is empty: every value is the default", path)
+        raw = {}
     if not isinstance(raw, dict):
         raise InputError(path, "<top level>", "expected a mapping of config keys")
     bases = raw.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise InputError(path, BASE_KEY, f"expected a file name or a list of file names, got {bases!r}")
     merged: dict = {}
     sources: dict[str, str] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
+    for base in bases:
         base_raw, base_sources = _read_with_bases(path.parent / base, seen + (path,))
         merged = _merge(merged, base_raw)
         sources.update(base_sources)

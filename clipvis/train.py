@@ -25,6 +25,8 @@ from tqdm import tqdm
 from clipvis.config import Config, save_config, to_dict
 from clipvis.data.datasets import build_train_dataset, collate
 from clipvis.data.samplers import build_train_sampler
+from clipvis.errors import InputError
+from clipvis.io import output_lock
 from clipvis.model.checkpoint import check_architecture, load_checkpoint, save_checkpoint
 from clipvis.model.clipvis_model import CLIPVIS, pad_target_masks
 from clipvis.model.criterion import SetCriterion
@@ -39,11 +41,40 @@ NO_DECAY_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torc
 
 
 def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resume: bool = True,
-          tracking: bool = True) -> Path:
-    """Train until `cfg.train.max_iter`; returns the final checkpoint path."""
+          tracking: bool = True, overwrite: bool = False) -> Path:
+    """Train until `cfg.train.max_iter`; returns the final checkpoint path.
+
+    `out_dir` is locked while rank 0 writes it. A finished run there made with another config is not
+    replaced unless `overwrite`; an unfinished one of another config is started afresh.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world_size, device = _distributed_setup()
+    with output_lock(out_dir) if rank == 0 else contextlib.nullcontext():
+        _check_finished_run(out_dir, cfg, overwrite)
+        return _train(cfg, out_dir, init, resume, tracking, rank, world_size, device)
+
+
+def _check_finished_run(out_dir: Path, cfg: Config, overwrite: bool) -> None:
+    """Refuse to retrain over a finished run of another config, naming what differs (or, with
+    `overwrite`, delete its checkpoints so that training starts anew)."""
+    final = out_dir / CHECKPOINT_FINAL
+    if not final.exists():
+        return
+    differing = differing_settings(load_checkpoint(final)["config"], cfg)
+    if not differing:
+        return
+    if not overwrite:
+        raise InputError(final, "config", f"a finished training with other settings ({', '.join(differing[:4])}"
+                                          f"{', ...' if len(differing) > 4 else ''}) is here; pass --overwrite "
+                                          "to train anew in this folder, or choose another --out")
+    log.warning("%s: replacing a finished training with other settings (%s)", out_dir, ", ".join(differing))
+    for name in (CHECKPOINT_FINAL, CHECKPOINT_LAST):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _train(cfg: Config, out_dir: Path, init, resume: bool, tracking: bool, rank: int, world_size: int,
+           device: torch.device) -> Path:
     torch.manual_seed(cfg.train.seed)
 
     model = CLIPVIS.from_config(cfg.model, cfg.clip).to(device)
@@ -59,7 +90,7 @@ def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resu
     start_iter = 0
     last = out_dir / CHECKPOINT_LAST
     state = load_checkpoint(last) if resume and last.exists() else None
-    if state is not None and not same_run(state["config"], cfg):
+    if state is not None and differing_settings(state["config"], cfg):
         log.warning("%s was made with another config: training from the start", last)
         state = None
     if state is not None:
@@ -112,18 +143,30 @@ def train(cfg: Config, out_dir: str | Path, init: str | Path | None = None, resu
     return final
 
 
-# Settings that may change between a run and its resumption without changing what is computed.
+# Training settings that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = ("max_iter", "checkpoint_every", "log_every", "num_workers")
 
 
-def same_run(saved: dict, cfg: Config) -> bool:
-    """Whether a checkpoint's config describes the run `cfg` continues (up to its length and logging)."""
+def training_settings(config: dict) -> dict:
+    """What a training run's weights depend on, from a config dict: the training data (and toy world), the
+    frozen CLIP, the network and the optimisation; not test-time settings (matching, scoring, infer),
+    where it runs, nor the run's length and logging."""
+    return {"data.train": config["data"]["train"], "toy": config["toy"],
+            "clip": {key: value for key, value in config["clip"].items() if key != "text_cache"},
+            "model": config["model"],
+            "train": {key: value for key, value in config["train"].items() if key not in RESUMABLE_CHANGES}}
 
-    def essentials(config: dict) -> dict:
-        train = {key: value for key, value in config["train"].items() if key not in RESUMABLE_CHANGES}
-        return {**config, "train": train, "launch": None}
 
-    return essentials(saved) == essentials(to_dict(cfg))
+def differing_settings(saved: dict, cfg: Config) -> list[str]:
+    """The dotted training settings in which a checkpoint's config dict differs from `cfg` (empty: same run)."""
+    ours, theirs = training_settings(to_dict(cfg)), training_settings(saved)
+    differing = []
+    for section, value in ours.items():
+        if isinstance(value, dict):
+            differing += [f"{section}.{key}" for key in value if theirs[section].get(key) != value[key]]
+        elif theirs[section] != value:
+            differing.append(section)
+    return differing
 
 
 def train_step(trained, model: CLIPVIS, criterion: SetCriterion, optimizer, batch: list[dict], cfg: Config,

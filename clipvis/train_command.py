@@ -12,6 +12,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder (checkpoints, config.yaml)")
     parser.add_argument("--init", help="checkpoint to start from (required for finetune)")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint_last.pt in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished training of other settings in --out (refused otherwise)")
     parser.add_argument("--launcher", choices=["local", "slurm"], help="override launch.launcher")
 
 
@@ -25,7 +27,8 @@ def main(args) -> int:
     cfg = config_from_arguments(args, params_required=True)
     if args.launcher:
         cfg.launch.launcher = args.launcher
-    final = launch(cfg, train, cfg, args.out, init=args.init, resume=not args.no_resume, job_name=args.command,
+    final = launch(cfg, train, cfg, args.out, init=args.init, resume=not args.no_resume, overwrite=args.overwrite,
+                   job_name=args.command,
                    log_dir=args.out)
     print(final)
     return 0

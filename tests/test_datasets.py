@@ -208,7 +208,7 @@ def test_build_train_dataset_and_sampler_follow_the_benchmark_kind(tmp_path):
 
 
 def test_generated_toy_world_trains(tmp_path):
-    counts = dict(train_images=4, train_videos=2, val_videos=0, ovis_videos=0, caption_images=0, heldout_captions=0)
+    counts = dict(train_images=4, train_videos=2, val_videos=1, ovis_videos=1, caption_images=1, heldout_captions=1)
     generate_toy_world(ToyWorldConfig(**counts), tmp_path, samples_path=None)
     base = {c["id"] for c in json.loads((tmp_path / "toy/categories.json").read_text())["categories"]
             if c["partition"] < 2}  # partitions 2 and 3 are novel

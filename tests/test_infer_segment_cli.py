@@ -187,3 +187,74 @@ def test_segment_errors(world, tmp_path):
         segment_command.main(parse(segment_command, [
             folder, "--vocab", "cat", "--checkpoint", world["checkpoint"], "--params", world["params"],
             "--set", "model.dec_layers=5", "--out", tmp_path / "o"]))
+
+
+def other_checkpoint(world):
+    """The world's checkpoint with other (random) decoder weights: same network, other results."""
+    path = world["base"] / "other_model.pt"
+    if not path.exists():
+        cfg = load_config(world["params"])
+        torch.manual_seed(5)
+        save_checkpoint(path, CLIPVIS.from_config(cfg.model, cfg.clip), cfg)
+    return path
+
+
+def test_a_second_checkpoint_on_the_same_out_redoes_every_video(world, tmp_path, monkeypatch):
+    """Progress records carry what made them: videos of one checkpoint are never mixed into another's results."""
+    cfg = load_config(world["params"])
+    original = inference.segment_video_variants
+    calls = []
+
+    def killed_after_first_video(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args[4])
+        return original(*args, **kwargs)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(inference, "segment_video_variants", killed_after_first_video)
+    with pytest.raises(KeyboardInterrupt):
+        infer_command.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=False)
+    monkeypatch.setattr(inference, "segment_video_variants", original)
+    mixed = json.loads(infer_command.infer_benchmark(cfg, "toy_lvvis", other_checkpoint(world), out,
+                                                     tracking=False)[""].read_text())
+    alone = json.loads(infer_command.infer_benchmark(cfg, "toy_lvvis", other_checkpoint(world), tmp_path / "alone",
+                                                     tracking=False)[""].read_text())
+    assert mixed == alone
+
+
+def test_a_second_writer_on_the_same_out_stops_at_once(world, tmp_path, capsys):
+    from clipvis import cli
+    from clipvis.io import output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out):
+        code = cli.main(["infer", "--params", str(world["params"]), "--benchmark", "toy_lvvis", "--checkpoint",
+                         str(world["checkpoint"]), "--out", str(out)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "another clipvis run is writing here (pid" in error and error.count("\n") == 1
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["", "{\"records\": [", "[]", "{\"settings\": \"x\", \"records\": []}"])
+def test_a_damaged_progress_file_is_redone(world, tmp_path, damage, monkeypatch):
+    out = tmp_path / "out"
+    uninterrupted = run_infer(world, out).read_text()
+    (out / "progress" / "2.json").write_text(damage)
+    (out / "results.json").unlink()
+    calls = []
+    original = inference.segment_video_variants
+    monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: calls.append(a[4]) or original(*a, **k))
+    assert run_infer(world, out).read_text() == uninterrupted
+    assert calls == [2]
+
+
+def test_file_names_must_stay_inside_the_image_folder(world, tmp_path):
+    annotations = json.loads((world["root"] / "toy" / "toy_lvvis" / "annotations.json").read_text())
+    for name in ("../../../etc/passwd", "/etc/passwd"):
+        annotations["videos"][1]["file_names"][0] = name
+        path = tmp_path / "annotations.json"
+        path.write_text(json.dumps(annotations))
+        with pytest.raises(InputError, match=r"videos\[1\].file_names\[0\]: .* is not a path inside the image folder"):
+            infer_command.benchmark_videos(path)

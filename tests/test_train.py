@@ -107,9 +107,28 @@ def test_overfits_two_images(tiny_config):
 def test_a_checkpoint_of_another_config_is_not_resumed(tiny_config, tmp_path):
     tiny_config.train.max_iter = 2
     train(tiny_config, tmp_path / "run", tracking=False)
+    (tmp_path / "run" / "model_final.pt").unlink()  # an unfinished run: only checkpoint_last.pt is there
     tiny_config.train.lr = 1e-5  # another run: it must start from iteration 0, not continue the old one
     tiny_config.train.max_iter = 3
     train(tiny_config, tmp_path / "run", tracking=False)
     fresh = train(tiny_config, tmp_path / "fresh", tracking=False)
     a, b = trainable(tmp_path / "run" / "model_final.pt"), trainable(fresh)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_run_is_replaced_only_with_overwrite(tiny_config, tmp_path):
+    tiny_config.train.max_iter = 2
+    first = trainable(train(tiny_config, tmp_path / "run", tracking=False))
+    tiny_config.matching.topk = 5  # a test-time setting: the finished training still counts
+    tiny_config.train.max_iter = 3  # a longer run continues it
+    train(tiny_config, tmp_path / "run", tracking=False)
+    assert load_checkpoint(tmp_path / "run" / "model_final.pt")["iteration"] == 3
+
+    tiny_config.train.lr = 1e-5
+    with pytest.raises(InputError, match=r"finished training with other settings \(train.lr\).*--overwrite"):
+        train(tiny_config, tmp_path / "run", tracking=False)
+    assert load_checkpoint(tmp_path / "run" / "model_final.pt")["config"]["train"]["lr"] != 1e-5
+    train(tiny_config, tmp_path / "run", tracking=False, overwrite=True)
+    replaced = trainable(tmp_path / "run" / "model_final.pt")
+    assert load_checkpoint(tmp_path / "run" / "model_final.pt")["config"]["train"]["lr"] == 1e-5
+    assert not all(torch.equal(first[k], replaced[k]) for k in first)

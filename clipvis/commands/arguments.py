@@ -32,11 +32,24 @@ def config_from_arguments(args: argparse.Namespace, more_overrides: list[str] = 
     return load_config(args.params, overrides)
 
 
-def refuse_to_overwrite(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """An output that is one of the inputs is never written; an existing one only with --overwrite."""
-    if any(out.exists() and item.exists() and out.samefile(item) for item in inputs):
+def check_output_file(out: str | Path, inputs: list[str | Path], overwrite: bool = True) -> None:
+    """An output file that is one of the inputs is never written, nor one that is a folder; an existing
+    one only when `overwrite` (the --overwrite flag of commands that ask for it)."""
+    out = Path(out)
+    check_output_folder(out.parent)
+    if any(out.exists() and Path(item).exists() and out.samefile(item) for item in inputs):
         raise InputError(out, "", "is an input of this command; choose another --out")
     if out.is_dir():
         raise InputError(out, "", "is a folder; --out names the file to write")
     if out.exists() and not overwrite:
         raise InputError(out, "", "exists; pass --overwrite to replace it")
+
+
+def check_output_folder(out: str | Path) -> None:
+    """An output folder must not be an existing file (nor sit under one)."""
+    out = Path(out)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(out, "", f"{folder} is a file, not a folder")
+            return

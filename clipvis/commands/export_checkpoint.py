@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipvis.commands.arguments import refuse_to_overwrite
+from clipvis.commands.arguments import check_output_file
 
 HELP = "write a clipvis checkpoint in the authors' CLIP-VIS layout (detectron2 {'model': state_dict})"
 
@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     from clipvis.model.authors_layout import export_checkpoint
 
-    refuse_to_overwrite(args.out, args.overwrite, inputs=[args.checkpoint])
+    check_output_file(args.out, [args.checkpoint], overwrite=args.overwrite)
     export_checkpoint(args.checkpoint, args.out)
     print(args.out)
     return 0

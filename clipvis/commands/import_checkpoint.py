@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipvis.commands.arguments import add_config_arguments, config_from_arguments, refuse_to_overwrite
+from clipvis.commands.arguments import add_config_arguments, config_from_arguments, check_output_file
 
 HELP = "convert a checkpoint of the authors' CLIP-VIS (detectron2 layout) into a clipvis checkpoint"
 
@@ -22,7 +22,7 @@ def main(args) -> int:
     from clipvis.model.authors_layout import import_checkpoint
 
     cfg = config_from_arguments(args, params_required=True)
-    refuse_to_overwrite(args.out, args.overwrite, inputs=[args.file])
+    check_output_file(args.out, [args.file], overwrite=args.overwrite)
     import_checkpoint(args.file, cfg, args.out, params=args.params)
     print(args.out)
     return 0

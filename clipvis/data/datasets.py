@@ -32,6 +32,7 @@ from clipvis.data.augmentation import Augmentation, build_augmentation
 from clipvis.data.benchmarks import get_benchmark, missing_paths
 from clipvis.data.formats import load_image_gt, load_video_gt
 from clipvis.errors import InputError
+from clipvis.io import relative_file_name
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,10 @@ def image_file_name(image: dict, source: str | Path, where: str) -> str:
     """COCO's `file_name`, else `<split folder>/<file>` from LVIS's `coco_url` (as detectron2's LVIS
     loader, so that LVIS images are found under coco/train2017/)."""
     if isinstance(image.get("file_name"), str):
-        return image["file_name"]
+        return relative_file_name(image["file_name"], source, f"{where}.file_name")
     url = image.get("coco_url")
     if isinstance(url, str) and "/" in url:
-        return "/".join(url.split("/")[-2:])
+        return relative_file_name("/".join(url.split("/")[-2:]), source, f"{where}.coco_url")
     raise InputError(source, where, "has neither file_name nor coco_url")
 
 
@@ -171,6 +172,8 @@ class VideoFrameDataset(torch.utils.data.Dataset):
         for i, video in enumerate(gt["videos"]):
             if "file_names" not in video:
                 raise InputError(annotation_json, f"videos[{i}].file_names", "missing; training reads the frames")
+            for t, name in enumerate(video["file_names"]):
+                relative_file_name(name, annotation_json, f"videos[{i}].file_names[{t}]")
             if video["length"] == 0:
                 continue
             instances = instances_of[video["id"]]

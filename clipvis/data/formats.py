@@ -390,6 +390,10 @@ def load_video_results(path: str | Path, gt: dict) -> list[dict]:
     areas = iter(checker.check_masks())
     for result in results:
         result["areas"] = _with_areas(result["segmentations"], areas)
+    outside = [i for i, result in enumerate(results) if not 0.0 <= result["score"] <= 1.0]
+    if outside:  # the official scorers accept them (only their order matters), but they suggest a mix-up
+        log.warning("%s: %d scores are outside [0, 1] (the first: [%d].score = %s); scored as given",
+                    path, len(outside), outside[0], results[outside[0]]["score"])
     return results
 
 

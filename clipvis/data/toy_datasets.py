@@ -41,7 +41,7 @@ from clipvis.data.toy_samples import DEFAULT_SAMPLES_PATH, write_toy_samples
 from clipvis.data.toy_world import (BACKGROUND_KINDS, CONFIG_SOURCE, Category, Scene, SceneStyle, make_categories,
                                     simulate_scene, stable_seed)
 from clipvis.errors import InputError
-from clipvis.io import read_json, write_json
+from clipvis.io import output_lock, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +67,22 @@ def generate_toy_world(cfg: ToyWorldConfig, root: Path,
     Also writes the sample figure to `samples_path` (relative paths are relative to the working
     directory; None skips it) when the world is generated or the figure is missing.
     """
+    _check_config(cfg)
     toy = Path(root) / "toy"
     manifest_path = toy / "world.json"
     config = asdict(cfg)
-    if manifest_path.exists() and _manifest_matches(read_json(manifest_path), config):
-        log.info("toy world at %s was generated with the same config; skipping generation", toy)
-        generated = False
-    else:
-        _check_config(cfg)
-        manifest_path.unlink(missing_ok=True)  # from here on, nothing claims a complete world
-        start = time.perf_counter()
-        counts = _write_world(cfg, toy)
-        write_json(manifest_path, {"format": WORLD_FORMAT, "config": config, "counts": counts,
-                                   "content_hash": _content_hash(toy)}, indent=2)
-        log.info("toy world written to %s in %.1f s", toy, time.perf_counter() - start)
-        generated = True
+    with output_lock(toy):
+        if manifest_path.exists() and _manifest_matches(read_json(manifest_path), config):
+            log.info("toy world at %s was generated with the same config; skipping generation", toy)
+            generated = False
+        else:
+            manifest_path.unlink(missing_ok=True)  # from here on, nothing claims a complete world
+            start = time.perf_counter()
+            counts = _write_world(cfg, toy)
+            write_json(manifest_path, {"format": WORLD_FORMAT, "config": config, "counts": counts,
+                                       "content_hash": _content_hash(toy)}, indent=2)
+            log.info("toy world written to %s in %.1f s", toy, time.perf_counter() - start)
+            generated = True
     if samples_path is not None and (generated or not Path(samples_path).exists()):
         write_toy_samples(toy, Path(samples_path))
     return toy
@@ -137,7 +138,8 @@ def _check_config(cfg: ToyWorldConfig) -> None:
         ("max_frames", cfg.max_frames >= cfg.min_frames, "must be at least min_frames"),
         ("max_objects", cfg.max_objects >= 1, "must be at least 1"),
     ]
-    checks += [(key, getattr(cfg, key) >= 0, "must be 0 or more")
+    # every set is read by a later stage (training, inference, scoring, the toy CLIP): none may be empty
+    checks += [(key, getattr(cfg, key) >= 1, "must be at least 1 (a later stage reads this set)")
                for key in ("train_images", "val_images", "train_videos", "val_videos", "ovis_videos",
                            "caption_images", "heldout_captions")]
     for key, ok, problem in checks:
@@ -298,9 +300,11 @@ def _describe(scene: Scene, visible: np.ndarray, categories: Sequence[Category],
 
 
 def _content_hash(toy: Path) -> str:
-    """sha256 over the relative path and bytes of every file of the world except world.json."""
+    """sha256 over the relative path and bytes of every file of the world except world.json and hidden
+    files (the output lock)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in toy.rglob("*") if p.is_file() and p.name != "world.json"):
+    for path in sorted(p for p in toy.rglob("*")
+                       if p.is_file() and p.name != "world.json" and not p.name.startswith(".")):
         digest.update(path.relative_to(toy).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -8,12 +8,15 @@ toy vocabulary is `<root>/toy/categories.json`, written with the toy world.
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from pathlib import Path
 
 from clipvis.data.benchmarks import Benchmark, get_benchmark
 from clipvis.errors import InputError
-from clipvis.io import read_json
+from clipvis.io import read_json, read_text
+
+log = logging.getLogger(__name__)
 
 VOCAB_DIR = Path(__file__).parent / "vocab"
 
@@ -112,3 +115,24 @@ def _cached_categories(path: Path, mtime_ns: int) -> tuple[dict, ...]:
             raise InputError(path, f"categories[{i}].name", f"expected a non-empty class name, got {name!r}")
         seen.add(cid)
     return tuple(records)
+
+
+def user_vocabulary(names: list[str], source: str) -> list[str]:
+    """Class names a user gave (--vocab, a vocabulary file): stripped, blanks dropped, a name given twice
+    kept once (with a warning: duplicates would give duplicate tracks); empty is an InputError."""
+    kept: list[str] = []
+    for name in (name.strip() for name in names):
+        if not name:
+            continue
+        if name in kept:
+            log.warning("%s: %r is listed twice; it is kept once", source, name)
+            continue
+        kept.append(name)
+    if not kept:
+        raise InputError(source, "", "empty vocabulary")
+    return kept
+
+
+def read_vocabulary_file(path: str | Path) -> list[str]:
+    """One class name per line (commas inside a line separate synonyms of one class)."""
+    return user_vocabulary(read_text(path).splitlines(), str(path))

@@ -30,8 +30,10 @@ import io
 import logging
 from pathlib import Path
 
+from clipvis.commands.arguments import check_output_file, check_output_folder
 from clipvis.errors import InputError
 from clipvis.evaluation.video_ap import FLAVOURS
+from clipvis.io import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,25 @@ def per_category_path(out: str | Path) -> Path:
 
 
 def main(args) -> int:
-    from clipvis.data.formats import load_video_gt
-    from clipvis.io import write_json
-
     gt_path, flavour = _truth(args)
-    gt = load_video_gt(gt_path)
     if args.results:  # one results file: the variant "" (no nested runs)
         files = {"": (Path(args.results), Path(args.out))}
     else:
+        check_output_folder(args.out)
         files = {name: (Path(args.infer_dir) / name / "results.json", Path(args.out) / name / "metrics.json")
                  for name in _listed_variants(Path(args.infer_dir) / "variants.json")}
+    for results, out in files.values():  # before anything is read or written
+        check_output_file(out, [results, gt_path])
+        check_output_file(per_category_path(out), [results, gt_path])
+    with output_lock(args.out):
+        return _score(args, gt_path, flavour, files)
+
+
+def _score(args, gt_path: Path, flavour: str, files: dict[str, tuple[Path, Path]]) -> int:
+    from clipvis.data.formats import load_video_gt
+    from clipvis.io import write_json
+
+    gt = load_video_gt(gt_path)
     configs = _saved_configs({name: results for name, (results, _) in files.items()})
     scored = {name: score_file(gt, gt_path, results, flavour, args.strict_matching, out)
               for name, (results, out) in files.items()}
@@ -92,8 +103,9 @@ def main(args) -> int:
 def _listed_variants(manifest: Path) -> list[str]:
     from clipvis.io import read_json
 
-    variants = read_json(manifest).get("variants")
-    if not isinstance(variants, list) or not variants:
+    listed = read_json(manifest)
+    variants = listed.get("variants") if isinstance(listed, dict) else None
+    if not isinstance(variants, list) or not variants or not all(isinstance(name, str) for name in variants):
         raise InputError(manifest, "variants", "expected a non-empty list of variant names")
     return variants
 

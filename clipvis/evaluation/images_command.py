@@ -19,7 +19,7 @@ import logging
 import time
 from pathlib import Path
 
-from clipvis.commands.arguments import add_config_arguments, config_from_arguments
+from clipvis.commands.arguments import add_config_arguments, check_output_folder, config_from_arguments
 from clipvis.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,12 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from clipvis.io import output_lock
+
     cfg = config_from_arguments(args)
-    report = evaluate_images(cfg, args.dataset, args.checkpoint, args.out, root=args.root)
+    check_output_folder(args.out)
+    with output_lock(args.out):
+        report = evaluate_images(cfg, args.dataset, args.checkpoint, args.out, root=args.root)
     metrics = report["metrics"]
     print("  ".join(f"{key} {'-' if metrics[key] is None else f'{metrics[key]:.4f}'}" for key in SUMMARY_KEYS))
     print(f"wrote {Path(args.out) / RESULTS_FILE} and {Path(args.out) / METRICS_FILE}")

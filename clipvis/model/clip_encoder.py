@@ -24,6 +24,7 @@ from timm.models.convnext import ConvNeXt
 from torch import nn
 
 from clipvis.errors import InputError
+from clipvis.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,6 @@ open_clip.add_model_config(CONFIG_DIR)
 FEATURE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32, "clip_dense": 32}
 PRETRAINED_SET_KEY = "clip.pretrained"  # the config key that points at a local checkpoint
 RANDOM_WEIGHTS_SEED = 0  # random-weight CLIPs (pretrained None) are the same in every process
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:

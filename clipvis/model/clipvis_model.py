@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipvis.config import ClipConfig, ModelConfig
+from clipvis.errors import InputError
 from clipvis.model.clip_encoder import FrozenCLIP
 from clipvis.model.pixel_decoder import PixelDecoder
 from clipvis.model.query_decoder import QueryDecoder
@@ -30,6 +31,7 @@ class CLIPVIS(nn.Module):
     @classmethod
     def from_config(cls, model: ModelConfig, clip: ClipConfig, frozen: FrozenCLIP | None = None) -> CLIPVIS:
         """The network of `model`, on the frozen CLIP of `clip` (or `frozen`, when already built)."""
+        check_model_config(model)
         frozen = frozen or FrozenCLIP(clip.model, clip.pretrained, quick_gelu=clip.quick_gelu)
         channels = [frozen.out_channels[f"res{i}"] for i in range(2, 6)]
         pixel_decoder = PixelDecoder(channels, conv_dim=model.hidden_dim, mask_dim=model.mask_dim,
@@ -87,6 +89,26 @@ class CLIPVIS(nn.Module):
         embeddings, valid = self.clip.pool_masks(clip_dense, mask_logits)
         return classification_logits(embeddings, text.embeddings.to(embeddings.device), text.synonym_class,
                                      text.num_classes, self.clip.logit_scale, valid)
+
+
+GROUP_NORM_GROUPS = 32  # the pixel decoder's GroupNorm
+
+
+def check_model_config(model: ModelConfig) -> None:
+    """Shapes the network cannot be built with are config errors naming the key, before anything is built."""
+    checks = [
+        ("hidden_dim", model.hidden_dim > 0 and model.hidden_dim % GROUP_NORM_GROUPS == 0,
+         f"must be a positive multiple of {GROUP_NORM_GROUPS} (the pixel decoder's GroupNorm groups)"),
+        ("heads", model.heads > 0 and model.hidden_dim % model.heads == 0,
+         f"must divide model.hidden_dim ({model.hidden_dim})"),
+        ("dec_layers", model.dec_layers >= 1, "must be at least 1 (it counts prediction sets: layers + 1)"),
+        ("enc_layers", model.enc_layers >= 0, "must be 0 or more"),
+    ]
+    checks += [(key, getattr(model, key) >= 1, "must be at least 1")
+               for key in ("num_queries", "dec_ffn_dim", "enc_ffn_dim", "enc_points", "mask_dim")]
+    for key, ok, problem in checks:
+        if not ok:
+            raise InputError("config", f"model.{key}", f"{problem}, got {getattr(model, key)!r}")
 
 
 def _round_up(size: int) -> int:

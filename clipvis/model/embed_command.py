@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clipvis.errors import InputError
 
 HELP = "cache the CLIP text embeddings of a vocabulary and print the cache file's path"
 
@@ -27,22 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_vocabulary(args: argparse.Namespace) -> list[str]:
     """The class names named by --benchmark, --vocab or --vocab-file; empty is an InputError."""
+    from clipvis.data.vocabularies import read_vocabulary_file, user_vocabulary, vocabulary
+
     if args.benchmark:
         from clipvis.data.benchmarks import resolve_root
-        from clipvis.data.vocabularies import vocabulary
 
-        names, source = vocabulary(args.benchmark, resolve_root(args.root)), f"benchmark {args.benchmark}"
-    elif args.vocab is not None:
-        names, source = [name.strip() for name in args.vocab.split(",") if name.strip()], "--vocab"
-    else:
-        try:
-            lines = args.vocab_file.read_text().splitlines()
-        except OSError as e:
-            raise InputError(args.vocab_file, "", f"cannot read ({e.strerror})") from None
-        names, source = [line.strip() for line in lines if line.strip()], str(args.vocab_file)
-    if not names:
-        raise InputError(source, "", "empty vocabulary")
-    return names
+        return vocabulary(args.benchmark, resolve_root(args.root))
+    if args.vocab is not None:
+        return user_vocabulary(args.vocab.split(","), "--vocab")
+    return read_vocabulary_file(args.vocab_file)
 
 
 def main(args: argparse.Namespace) -> int:

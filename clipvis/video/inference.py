@@ -65,9 +65,15 @@ def inference_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(setting)
+        device = torch.device(setting)
     except RuntimeError as error:
         raise InputError("config", "infer.device", str(error)) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("config", "infer.device", f"{setting!r} but torch sees no CUDA device (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise InputError("config", "infer.device", f"{setting!r} but there are {torch.cuda.device_count()} "
+                                                   "CUDA devices")
+    return device
 
 
 def build_matcher(cfg: Config) -> TemporalMatcher:

@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from clipvis.commands.arguments import add_config_arguments, config_from_arguments
+from clipvis.commands.arguments import add_config_arguments, check_output_folder, config_from_arguments
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,19 @@ def main(args: argparse.Namespace) -> int:
     from clipvis.model.embed_command import read_vocabulary
     from clipvis.video.frames import open_frames
 
+    from clipvis.config import save_config
+    from clipvis.data.formats import write_video_results
+    from clipvis.io import output_lock
+
     source = open_frames(args.input)
     class_names = read_vocabulary(args)
     cfg = config_from_arguments(args)
-    records = segment(source, class_names, cfg, args.checkpoint)
-
-    from clipvis.config import save_config
-    from clipvis.data.formats import write_video_results
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_video_results(args.out / "results.json", records)
-    save_config(cfg, args.out / "config.yaml")
-    write_overlays(source, records, class_names, args.min_score, args.out)
+    check_output_folder(args.out)
+    with output_lock(args.out):
+        records = segment(source, class_names, cfg, args.checkpoint)
+        write_video_results(args.out / "results.json", records)
+        save_config(cfg, args.out / "config.yaml")
+        write_overlays(source, records, class_names, args.min_score, args.out)
     print(args.out)
     return 0
 
