@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup system-deps toy test
+.PHONY: setup system-deps toy test test-fast
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -29,3 +29,7 @@ toy: setup
 
 test: setup system-deps
 	python -m pytest -q tests
+
+# The developer's tier: everything but the system tests (SLURM, Chromium, DDP, whole pipelines).
+test-fast: setup
+	python -m pytest -q -m "not system" tests

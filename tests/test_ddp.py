@@ -2,6 +2,7 @@
 
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -17,6 +18,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.system
 def test_two_ranks_stay_in_step_and_only_rank_zero_writes(tiny_config, tmp_path):
     tiny_config.train.batch_size = 2  # in all: one image on each rank
     tiny_config.train.max_iter = 3

@@ -84,23 +84,29 @@ def run_infer(world, out, overrides=(), tracking=False):
     return infer_command.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=tracking)[""]
 
 
+def kill_after_the_first_video(monkeypatch):
+    """The next inference dies (KeyboardInterrupt) when it starts its second video."""
+    original = inference.segment_video_variants
+    done = []
+
+    def killed_after_first_video(*args, **kwargs):
+        if done:
+            raise KeyboardInterrupt
+        done.append(args[4])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "segment_video_variants", killed_after_first_video)
+    return original
+
+
 def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
     uninterrupted = json.loads(run_infer(world, tmp_path / "full").read_text())
     assert [r["video_id"] for r in uninterrupted] == [1] * 5 + [2] * 5
     assert {r["category_id"] for r in uninterrupted} <= {1, 2, 5}
     assert all(len(r["segmentations"]) == 3 for r in uninterrupted)
 
-    calls = []
-    original = inference.segment_video_variants
-
-    def killed_after_first_video(*args, **kwargs):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(args[4])
-        return original(*args, **kwargs)
-
     out = tmp_path / "resumed"
-    monkeypatch.setattr(inference, "segment_video_variants", killed_after_first_video)
+    original = kill_after_the_first_video(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_infer(world, out)
     assert (out / "progress" / "1.json").exists() and not (out / "progress" / "2.json").exists()
@@ -121,7 +127,7 @@ def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
     assert matching["object_slots"] > 0 and 0 <= matching["switches"] <= matching["object_slots"]
     assert logged["slot_switch_rate"] == matching["switch_rate"] == matching["switches"] / matching["object_slots"]
 
-    calls.clear()
+    calls = []
     monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: calls.append(a[4]) or original(*a, **k))
     run_infer(world, out, ["matching.topk=2"])  # other settings: the old progress is not reused
     assert calls == [1, 2]
@@ -202,17 +208,8 @@ def other_checkpoint(world):
 def test_a_second_checkpoint_on_the_same_out_redoes_every_video(world, tmp_path, monkeypatch):
     """Progress records carry what made them: videos of one checkpoint are never mixed into another's results."""
     cfg = load_config(world["params"])
-    original = inference.segment_video_variants
-    calls = []
-
-    def killed_after_first_video(*args, **kwargs):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(args[4])
-        return original(*args, **kwargs)
-
     out = tmp_path / "out"
-    monkeypatch.setattr(inference, "segment_video_variants", killed_after_first_video)
+    original = kill_after_the_first_video(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         infer_command.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=False)
     monkeypatch.setattr(inference, "segment_video_variants", original)

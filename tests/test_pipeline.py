@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ def run(command, cwd, env):
     return result.stdout
 
 
+@pytest.mark.system
 def test_reproduce_all_then_a_dvc_experiment(tmp_path):
     work = tmp_path / "work"
     shutil.copytree(REPO / "params", work / "params")

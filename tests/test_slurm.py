@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 JOB_TIMEOUT_S = 120
 TRAIN_ITERATIONS = 12
 
-pytestmark = pytest.mark.usefixtures("slurm_cluster")
+pytestmark = [pytest.mark.system, pytest.mark.usefixtures("slurm_cluster")]
 
 
 @pytest.fixture
