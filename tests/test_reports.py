@@ -13,6 +13,7 @@ from clipvis.config import load_config, save_config
 from clipvis.errors import InputError
 from clipvis.io import read_yaml
 from clipvis.reports import command, paper_numbers, plots
+from clipvis.tracking import training_history
 from clipvis.reports.tables import (DASH, MISSING, NOT_AT_TOY, SERVER, UNDEFINED, build_tables, render_markdown,
                                     write_tables)
 
@@ -187,7 +188,7 @@ def test_training_history_joins_resumed_runs_of_the_same_config(toy_runs, mlflow
 
     from mlflow.tracking import MlflowClient
 
-    history = plots.training_history(MlflowClient(), read_yaml(toy_runs / "toy" / "default" / "train" / "config.yaml"),
+    history = training_history(MlflowClient(), read_yaml(toy_runs / "toy" / "default" / "train" / "config.yaml"),
                                      "toy")
     assert history == {"total": {10: 4.0, 20: 2.5, 30: 2.0}, "loss_mask": {10: 1.0, 20: 0.8, 30: 0.7}}
 
