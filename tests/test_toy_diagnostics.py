@@ -55,7 +55,7 @@ def test_a_mask_survives_the_clip_grid_only_when_it_covers_a_cell_centre():
     masks[0, 24:72, 24:72] = True  # a large square over several cell centres (16 + 32 k)
     masks[1, 0:8, 0:8] = True  # a small square in a corner, between the centres
     masks[2, 10:22, 42:54] = True  # a small square on the centre (16, 48)
-    logits = toy_diagnostics.stride4_logits(masks, (96, 128), (96, 128))
+    logits = toy_diagnostics.ground_truth_logits(masks, (96, 128), (96, 128))
     assert logits.shape == (3, 24, 32) and logits.min() >= -1 and logits.max() <= 1
     dense = clip.features(torch.zeros(1, 3, 96, 128))["clip_dense"]
     _, valid = clip.pool_masks(dense, logits[None])
@@ -65,7 +65,7 @@ def test_a_mask_survives_the_clip_grid_only_when_it_covers_a_cell_centre():
 def test_ground_truth_masks_resize_with_their_frame():
     masks = torch.zeros(1, 48, 60, dtype=torch.bool)
     masks[0, :24] = True  # the top half
-    logits = toy_diagnostics.stride4_logits(masks, (96, 120), (96, 128))
+    logits = toy_diagnostics.ground_truth_logits(masks, (96, 120), (96, 128))
     assert logits.shape == (1, 24, 32)
     assert (logits[0, :12, :30] > 0).all() and (logits[0, 12:] < 0).all() and (logits[0, :, 30:] == -1).all()
 

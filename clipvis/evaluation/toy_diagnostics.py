@@ -30,11 +30,11 @@ from tqdm import tqdm
 from clipvis.config import Config, InferConfig
 from clipvis.errors import InputError
 from clipvis.io import read_json, read_yaml
+from clipvis.model.clip_encoder import cover_logits
 
 log = logging.getLogger(__name__)
 
 VIDEO_BENCHMARKS = ("toy_lvvis", "toy_ovis")
-MASK_STRIDE = 4  # the segmenter's masks are at a quarter of the padded input
 STILL_FALLING = 0.01  # relative drop of the loss between the last two tenths that counts as falling
 DEFAULT_VARIANT = "default"
 
@@ -112,7 +112,7 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
             images = model.preprocess([resized])
             dense = model.clip.features(images)["clip_dense"]
             masks = decode_masks([a["segmentations"][t]["counts"] for a in present], height, width)
-            logits = stride4_logits(masks, tuple(resized.shape[-2:]), tuple(images.shape[-2:]))
+            logits = ground_truth_logits(masks, tuple(resized.shape[-2:]), tuple(images.shape[-2:]))
             embeddings, valid = model.clip.pool_masks(dense, logits[None])
             scores = classification_logits(embeddings, text.embeddings, text.synonym_class, text.num_classes,
                                            model.clip.logit_scale, valid)[0]  # (N, C)
@@ -124,15 +124,14 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
             "correct": np.array(correct, dtype=bool)}
 
 
-def stride4_logits(masks: torch.Tensor, image_size: tuple[int, int], padded_size: tuple[int, int]) -> torch.Tensor:
+def ground_truth_logits(masks: torch.Tensor, image_size: tuple[int, int], padded_size: tuple[int, int]) -> torch.Tensor:
     """(N, H, W) bool at the original size -> (N, Hp/4, Wp/4) logits in [-1, 1]: the masks resized as their
     frame is (bilinear, antialiased), padded, and averaged over each 4 x 4 cell; positive where more than
     half of a cell is covered."""
     x = masks[None].float()
     if tuple(masks.shape[-2:]) != image_size:
         x = F.interpolate(x, size=image_size, mode="bilinear", antialias=True, align_corners=False)
-    x = F.pad(x, (0, padded_size[1] - image_size[1], 0, padded_size[0] - image_size[0]))
-    return 2 * F.avg_pool2d(x, MASK_STRIDE)[0] - 1
+    return cover_logits(F.pad(x, (0, padded_size[1] - image_size[1], 0, padded_size[0] - image_size[0]))[0])
 
 
 # ------------------------------------------------------------------------------------ the trained segmenter
