@@ -57,8 +57,8 @@ SUPPRESSION_FACTOR = 0.1  # a frame is suppressed when its score is below 0.1 x 
 # sigmoid(p) >= 0.5, so a frame can only be suppressed when o_t < 0.02 s²; the margin absorbs rounding.
 SUPPRESSIBLE_OBJECT_PROB = 2 * SUPPRESSION_FACTOR ** 2 * 1.05
 MASK_SCORE_EPS = 1e-6
-UPSAMPLE_QUERIES = 16
-OBJECT_SHOWN = 0.5  # a slot shows an object when its object probability is at least this  # masks upsampled to the original resolution at once
+UPSAMPLE_QUERIES = 16  # masks upsampled to the original resolution at once
+OBJECT_SHOWN = 0.5  # a slot shows an object when its object probability is at least this
 
 
 def inference_device(setting: str) -> torch.device:
@@ -129,10 +129,10 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
     matchers = {name: build_matcher(variant) for name, variant in variants.items()}
     videos: dict[str, StreamingVideo] = {}
     try:
-        for chunk in _chunks(frames, cfg.infer.frames_per_chunk):
-            network = _network_chunk(model, chunk, text, cfg, timer)
+        for chunk in frame_chunks(frames, cfg.infer.frames_per_chunk):
+            network = network_chunk(model, chunk, text, cfg, timer)
             for name, variant in variants.items():
-                aligned = _align_chunk(network, matchers[name], timer)
+                aligned = align_chunk(network, matchers[name], timer)
                 with timer("postprocess"):
                     if name not in videos:
                         videos[name] = StreamingVideo(aligned.mask_logits.shape[1], text.num_classes,
@@ -190,13 +190,14 @@ class SlotSwitches:
 
 
 @torch.inference_mode()
-def _network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbeddings, cfg: Config,
-                   timer: _Timer) -> AlignedFrames:
+def network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbeddings, cfg: Config,
+                  timer: _Timer | None = None) -> AlignedFrames:
     """The network's outputs for a chunk of frames, queries in network order.
 
     Classification pools each query's own mask, so classifying before matching and permuting the
     logits equals classifying the aligned masks.
     """
+    timer = timer or UNTIMED
     resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size) for frame in chunk]
     with timer("model"):
         images = model.preprocess(resized)  # (B, 3, Hp, Wp)
@@ -209,8 +210,9 @@ def _network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbeddin
 
 
 @torch.inference_mode()
-def _align_chunk(network: AlignedFrames, matcher: TemporalMatcher, timer: _Timer) -> AlignedFrames:
-    """Put every frame's queries in track-slot order with the (stateful) matcher."""
+def align_chunk(network: AlignedFrames, matcher: TemporalMatcher, timer: _Timer | None = None) -> AlignedFrames:
+    """Put every frame's queries in track-slot order with the (stateful) matcher (anything with its `step`)."""
+    timer = timer or UNTIMED
     with timer("matching"):
         perms = torch.stack([matcher.step(embeddings) for embeddings in network.embeddings])
         perms = perms.to(network.mask_logits.device)  # (B, Q): slot j of frame b takes query perms[b, j]
@@ -456,13 +458,17 @@ def _release_free_heap() -> None:
         trim(0)
 
 
+UNTIMED = _Timer(None, torch.device("cpu"))
+
+
 def _align(tensor: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
     """tensor (B, Q, ...) with its queries reordered by perms (B, Q)."""
     index = perms.view(*perms.shape, *([1] * (tensor.dim() - 2))).expand_as(tensor)
     return tensor.gather(1, index)
 
 
-def _chunks(frames: Iterable[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+def frame_chunks(frames: Iterable[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+    """Frames in lists of `size` (the last one may be shorter)."""
     chunk = []
     for frame in frames:
         chunk.append(frame)
