@@ -6,6 +6,8 @@ rule tables:
         expand(f"{RUNS}/{{model}}/bench/complexity.json", model=S["complexity_models"]),
         image_targets(),
         qualitative_targets(),
+        diagnostics_targets(),
+        matching_test_targets(),
         CLIP_WEIGHTS,
     output: TABLES
     shell: "clipvis tables --scale {SCALE} --runs runs --data {ROOT} --out reports"
