@@ -12,7 +12,7 @@ from clipvis.config import load_config
 from clipvis.evaluation import matching_test
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.train import save_checkpoint
-from clipvis.video.inference import AlignedFrames
+from clipvis.video.inference import AlignedFrames, empty_rle
 from clipvis.video.matching import TemporalMatcher
 from conftest import TINY_MODEL
 
@@ -93,7 +93,7 @@ def test_a_query_owns_the_object_its_mask_overlaps_at_least_half():
     masks[0, 1, 4:8, 4:6] = 1  # half of the second object: IoU 0.5
     masks[0, 2, 0:2, 4:8] = 1  # nothing
     network = AlignedFrames(torch.zeros(1, 3, 2), torch.zeros(1, 3), masks, torch.zeros(1, 3, 4), (32, 32), (32, 32),
-                            (32, 32))
+                            (32, 32), [[empty_rle((32, 32))] * 3])
     first, second = np.zeros((32, 32), bool), np.zeros((32, 32), bool)
     first[0:16, 0:16] = True
     second[16:32, 16:32] = True

@@ -14,7 +14,8 @@ reduced, as soon as it is matched, to what the end of the video needs, per track
 - in an unnamed temporary file: the mask at the original resolution (bilinear to the padded input,
   crop, bilinear to the original size, logit > 0) as compressed RLE, and the class probabilities
   p_t (C floats). Only the selected slots' masks and the probabilities that the suppression test
-  needs are read back.
+  needs are read back. The masks are encoded once per frame, in the network's query order, and
+  every variant's matching only reorders them.
 
 A frame's mask is suppressed for a selected (slot, class) when sqrt(sigmoid(p_t[class]) · o_t) <
 0.1 · s (s: the pair's video score). As sigmoid(p) >= 0.5, only frames with o_t < 0.02 · s² can be
@@ -166,6 +167,7 @@ class AlignedFrames:
     padded_size: tuple[int, int]  # network input (Hp, Wp)
     image_size: tuple[int, int]  # resized frame (h, w)
     original_size: tuple[int, int]  # (H, W)
+    mask_rles: list[list[str]]  # (B, Q) each mask at the original resolution, compressed RLE counts
     embeddings: torch.Tensor | None = None  # (B, Q, D) query embeddings, for matching
     perms: torch.Tensor | None = None  # (B, Q) after matching: slot j of frame b holds query perms[b, j]
 
@@ -204,9 +206,13 @@ def network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbedding
         outputs = model(images, with_aux=False)
     with timer("classification"):
         class_logits = model.class_logits(outputs["clip_dense"], outputs["pred_masks"], text)
+    padded_size, image_size = tuple(images.shape[-2:]), tuple(resized[0].shape[-2:])
+    original_size = tuple(chunk[0].shape[-2:])
+    with timer("postprocess"):  # once per frame, whatever the number of variants matching it
+        rles = [encode_frame_masks(mask_logits, padded_size, image_size, original_size)
+                for mask_logits in outputs["pred_masks"]]
     return AlignedFrames(outputs["pred_object_logits"], outputs["pred_ious"][..., 0], outputs["pred_masks"],
-                         class_logits, tuple(images.shape[-2:]), tuple(resized[0].shape[-2:]),
-                         tuple(chunk[0].shape[-2:]), outputs["pred_embds"])
+                         class_logits, padded_size, image_size, original_size, rles, outputs["pred_embds"])
 
 
 @torch.inference_mode()
@@ -216,9 +222,10 @@ def align_chunk(network: AlignedFrames, matcher: TemporalMatcher, timer: _Timer 
     with timer("matching"):
         perms = torch.stack([matcher.step(embeddings) for embeddings in network.embeddings])
         perms = perms.to(network.mask_logits.device)  # (B, Q): slot j of frame b takes query perms[b, j]
+        rles = [[frame_rles[query] for query in perm] for frame_rles, perm in zip(network.mask_rles, perms.tolist())]
         return AlignedFrames(_align(network.object_logits, perms), _align(network.ious, perms),
                              _align(network.mask_logits, perms), _align(network.class_logits, perms),
-                             network.padded_size, network.image_size, network.original_size, perms=perms.cpu())
+                             network.padded_size, network.image_size, network.original_size, rles, perms=perms.cpu())
 
 
 class StreamingVideo:
@@ -234,7 +241,6 @@ class StreamingVideo:
         self._object_probs: list[torch.Tensor] = []  # per chunk (B, Q)
         self._mask_sums: list[torch.Tensor] = []  # per chunk (B, Q) float64: Σ sigmoid over logit > 0
         self._mask_counts: list[torch.Tensor] = []  # per chunk (B, Q) int64: number of pixels with logit > 0
-        self._empty_counts = encode_masks(torch.zeros(1, *output_size, dtype=torch.bool))[0]
         self.switches = SlotSwitches()
         self._last_perm: torch.Tensor | None = None  # (Q,) the previous frame's perm
 
@@ -249,8 +255,8 @@ class StreamingVideo:
         sums, counts = mask_score_terms(frames.mask_logits)
         self._mask_sums.append(sums.cpu())
         self._mask_counts.append(counts.cpu())
-        for probs, mask_logits in zip(class_logits.softmax(-1), frames.mask_logits):
-            self.spilled.append(probs, self._encode_frame(mask_logits, frames.padded_size, frames.image_size))
+        for probs, rles in zip(class_logits.softmax(-1), frames.mask_rles):
+            self.spilled.append(probs, rles)
 
     def _count_switches(self, perms: torch.Tensor, object_probs: torch.Tensor) -> None:
         """perms, object_probs: (B, Q) in slot order."""
@@ -259,22 +265,6 @@ class StreamingVideo:
         showing = object_probs[len(object_probs) - len(changed):] >= OBJECT_SHOWN
         self.switches.add(SlotSwitches(int(showing.sum()), int((changed & showing).sum())))
         self._last_perm = perms[-1]
-
-    def _encode_frame(self, mask_logits: torch.Tensor, padded_size: tuple[int, int],
-                      image_size: tuple[int, int]) -> list[str]:
-        """(Q, Hp/4, Wp/4) mask logits -> per slot, RLE counts of the mask at the original resolution.
-
-        A mask with no positive logit is empty at every resolution (bilinear weights are convex), so
-        it is not upsampled.
-        """
-        counts = [self._empty_counts] * len(mask_logits)
-        nonempty = (mask_logits.flatten(1).amax(1) > 0).nonzero()[:, 0].tolist()
-        for start in range(0, len(nonempty), UPSAMPLE_QUERIES):
-            rows = nonempty[start:start + UPSAMPLE_QUERIES]
-            masks = masks_to_original(mask_logits[rows], padded_size, image_size, self.output_size)
-            for row, rle in zip(rows, encode_masks(masks)):
-                counts[row] = rle
-        return counts
 
     def results(self, k: int, video_id: int | str, category_ids: list[int] | None = None) -> list[dict]:
         """YTVIS records of the top-k (slot, class) pairs, best final score first."""
@@ -286,7 +276,7 @@ class StreamingVideo:
         for query, label, score, kept in zip(selection.queries.tolist(), selection.labels.tolist(),
                                              selection.scores.tolist(), selection.kept.tolist()):
             segmentations = [{"size": [height, width],
-                              "counts": self.spilled.mask_counts(frame, query) if keep else self._empty_counts}
+                              "counts": self.spilled.mask_counts(frame, query) if keep else empty_rle(self.output_size)}
                              for frame, keep in enumerate(kept)]
             records.append({"video_id": video_id, "score": score,
                             "category_id": category_ids[label] if category_ids else label + 1,
@@ -339,6 +329,29 @@ def select_instances(video_scores: torch.Tensor, object_probs: torch.Tensor, cla
     order = scores.argsort(descending=True, stable=True)
     return Selection(queries[order], labels[order], scores[order], video_top[order], mask_scores[order],
                      kept[order])
+
+
+def encode_frame_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
+                       output_size: tuple[int, int]) -> list[str]:
+    """(Q, Hp/4, Wp/4) mask logits of a frame -> per query, RLE counts of its mask at the original resolution.
+
+    A mask with no positive logit is empty at every resolution (bilinear weights are convex), so it is
+    not upsampled.
+    """
+    counts = [empty_rle(output_size)] * len(mask_logits)
+    nonempty = (mask_logits.flatten(1).amax(1) > 0).nonzero()[:, 0].tolist()
+    for start in range(0, len(nonempty), UPSAMPLE_QUERIES):
+        rows = nonempty[start:start + UPSAMPLE_QUERIES]
+        masks = masks_to_original(mask_logits[rows], padded_size, image_size, output_size)
+        for row, rle in zip(rows, encode_masks(masks)):
+            counts[row] = rle
+    return counts
+
+
+@functools.cache
+def empty_rle(size: tuple[int, int]) -> str:
+    """RLE counts of an empty mask of `size` (height, width)."""
+    return encode_masks(torch.zeros(1, *size, dtype=torch.bool))[0]
 
 
 def mask_score_terms(mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
