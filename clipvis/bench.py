@@ -20,6 +20,9 @@ TOPICS = {
     "complexity": ("clipvis.model.bench:run_complexity", "FLOPs and frames/s of a trained model (Table VI)"),
     "infer": ("clipvis.video.bench:run_infer", "frames/s of streaming inference and its time shares"),
     "memory": ("clipvis.video.bench:run_memory", "peak memory of a 100- vs 1,000-frame video"),
+    "toy": ("clipvis.evaluation.toy_diagnostics:run",
+            "what bounds the toy experiment: CLIP-grid visibility, ground-truth-mask classification, "
+            "oracle-class AP, slot switches, training loss"),
 }
 
 
@@ -45,6 +48,13 @@ def add_arguments(parser) -> None:
             add_config_arguments(topic, "params YAML (default: the checkpoint's own config)")
         if name == "infer":
             topic.add_argument("--infer-frames", type=int, default=10, help="frames timed per model")
+        if name == "toy":
+            add_config_arguments(topic, "params YAML (CLIP, infer sizes; default: params/toy/default.yaml)")
+            topic.set_defaults(params="params/toy/default.yaml")
+            topic.add_argument("--root", help="data root (default: $CLIPVIS_DATA, else the config's data.root)")
+            topic.add_argument("--model-runs", help="a trained model's runs folder (e.g. runs/toy/default, with "
+                                                    "train/ and infer/): adds the segmenter and training diagnostics")
+            topic.add_argument("--frame-step", type=int, default=4, help="classify ground-truth masks in every n-th frame")
 
 
 def main(args) -> int:

@@ -24,6 +24,7 @@ COMMANDS = {
     "segment": "clipvis.video.segment_command",
     "score": "clipvis.evaluation.command",
     "eval-images": "clipvis.evaluation.images_command",
+    "matching-test": "clipvis.evaluation.matching_test",
     "tables": "clipvis.reports.command",
     "compare": "clipvis.reports.compare_command",
     "bench": "clipvis.bench",

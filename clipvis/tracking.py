@@ -19,6 +19,7 @@ from clipvis.config import Config, to_dict
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE = Path("runs/mlflow.db")
+TRAINING_STAGE = "train"  # the MLflow `stage` tag of training runs (train and finetune)
 
 
 def tracking_uri() -> str:
@@ -67,3 +68,26 @@ def stage_run(cfg: Config, stage: str, run_name: str | None = None, nested: bool
         mlflow.log_params(config_params(cfg) if params is None else params)
         log.info("MLflow run %s (%s) in experiment %s/%s", run.info.run_id, stage, cfg.name, cfg.scale)
         yield mlflow
+
+
+def training_history(client, config: dict, scale: str) -> dict[str, dict[int, float]]:
+    """Loss curves {metric: {step: value}} of the MLflow training runs made with this config.
+
+    The runs are those in experiment "{name}/{scale}" tagged stage=train whose params equal the flattened
+    config (a resumed training logs a new run that continues the steps; a later run wins a step twice logged).
+    """
+    experiment = client.get_experiment_by_name(f"{config['name']}/{scale}")
+    if experiment is None:
+        return {}
+    expected = {key: str(value)[:6000] for key, value in flatten(config).items()}
+    runs = client.search_runs([experiment.experiment_id], f"tags.stage = '{TRAINING_STAGE}'",
+                              order_by=["attributes.start_time ASC"])
+    history: dict[str, dict[int, float]] = {}
+    for run in runs:
+        if any(run.data.params.get(key) != value for key, value in expected.items()):
+            continue
+        for key in sorted(run.data.metrics):
+            if key == "total" or key.startswith("loss_"):
+                for point in client.get_metric_history(run.info.run_id, key):
+                    history.setdefault(key, {})[point.step] = point.value
+    return history

@@ -14,6 +14,7 @@ from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.checkpoint import save_checkpoint
 from clipvis.video import infer_command, inference, segment_command
+from clipvis.reports import overlays
 from clipvis.reports.overlays import write_mp4
 from conftest import FakeMlflow
 
@@ -172,11 +173,12 @@ def test_segment_writes_results_and_overlays(world, tmp_path):
 
     with av.open(str(out / "overlay.mp4")) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(decoded) == 4 and decoded[0].shape == (64, 80, 3)
+    scale = overlays.draw_scale(64)  # small frames are enlarged for drawing
+    assert len(decoded) == 4 and decoded[0].shape == (64 * scale, 80 * scale, 3)
     with Image.open(out / "overlay.gif") as gif:
-        assert gif.n_frames == 4 and gif.size == (80, 64)
+        assert gif.n_frames == 4 and gif.size == (80 * scale, 64 * scale)
     with Image.open(out / "contact_sheet.png") as sheet:
-        assert sheet.width == 4 * 80 and sheet.height > 64
+        assert sheet.width == 4 * segment_command.SHEET_MAX_WIDTH and sheet.height > 64
 
 
 def test_segment_errors(world, tmp_path):

@@ -29,7 +29,8 @@ WORKFLOW = {"toy": {"params_dir": "params/toy", "models": ["default", "iou_poole
                     "complexity_models": ["default"], "complexity_frame": [48, 64], "ablation_model": "default",
                     "ablation_variants": ["default", "no_woc_no_tkm", "woc_no_tkm", "adjacent", "T9_K3"],
                     "pretrain_clip": True, "image_benchmarks": ["toy_lvis_val"],
-                    "qualitative_videos": ["toy_lvvis/00001"]}}
+                    "qualitative_videos": ["toy_lvvis/00001"], "diagnostics": True,
+                    "matching_test": {"benchmark": "toy_ovis", "variants": ["adjacent", "T9_K3"], "noise": [0, 1]}}}
 
 
 def run(command, cwd, env):
@@ -66,6 +67,8 @@ def test_reproduce_all_then_a_dvc_experiment(tmp_path):
     assert {f"images/{model}/toy_lvis_val AP" for model in WORKFLOW["toy"]["models"]} <= set(summary)
     assert (work / "reports" / "qualitative" / "default" / "toy_lvvis_00001" / "overlay.gif").is_file()
     assert "switch_rate" in json.loads((work / "runs/toy/default/infer/toy_lvvis/T9_K3/matching.json").read_text())
+    assert "matching_test/default/toy_ovis/T9_K3 noise 1 AP" in summary
+    assert "diagnostics/default/toy_ovis visible to the CLIP grid %" in summary
 
     import mlflow
 

@@ -16,6 +16,7 @@ from clipvis.config import load_config, save_config
 from clipvis.errors import InputError
 from clipvis.io import read_yaml
 from clipvis.reports import command, paper_numbers, plots
+from clipvis.tracking import training_history
 from clipvis.reports.tables import (DASH, MISSING, NOT_AT_TOY, SERVER, UNDEFINED, build_tables, render_markdown,
                                     write_tables)
 
@@ -190,7 +191,7 @@ def test_training_history_joins_resumed_runs_of_the_same_config(toy_runs, mlflow
 
     from mlflow.tracking import MlflowClient
 
-    history = plots.training_history(MlflowClient(), read_yaml(toy_runs / "toy" / "default" / "train" / "config.yaml"),
+    history = training_history(MlflowClient(), read_yaml(toy_runs / "toy" / "default" / "train" / "config.yaml"),
                                      "toy")
     assert history == {"total": {10: 4.0, 20: 2.5, 30: 2.0}, "loss_mask": {10: 1.0, 20: 0.8, 30: 0.7}}
 
@@ -212,6 +213,18 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
         "model": "clipvis_toy_rn", "zero_shot_top1": {"overall": 0.9467, "base": 0.95, "novel": 0.94},
         "zero_shot_top1_whole_image": {"overall": 0.25, "base": 0.3}, "train_seconds": 512.3}).encode())
     put_file(toy_runs / "toy" / "clip" / "other.json", b'{"not": "a pretraining report"}')
+    put_file(toy_runs / "toy" / "default" / "bench" / "toy_diagnostics.json", json.dumps({
+        "frame_step": 4, "clip_grid": {"toy_lvvis": {"share": 0.9612}, "toy_ovis": {"share": 0.95}},
+        "gt_mask_classification": {"toy_lvvis": {"overall": 0.8, "base": 0.85, "novel": 0.7},
+                                   "toy_ovis": {"overall": 0.75, "base": 0.8, "novel": None}},
+        "segmenter": {"toy_lvvis": {"AP": 0.5, "oracle_class_AP": 0.6,
+                                    "slot_switch_rate": {"adjacent": 0.03, "default": 0.025}}},
+        "training": {"iterations": 3000, "final_loss": 4.2, "previous_loss": 4.5, "still_falling": True}}).encode())
+    put_file(toy_runs / "toy" / "default" / "matching_test" / "toy_ovis" / "matching_test.json", json.dumps({
+        "benchmark": "toy_ovis", "noise_levels": [0.0, 1.0], "rows": [
+            {"variant": "network order", "noise": 0.0, "identity_recovery": 0.8, "AP": 0.3},
+            {"variant": "adjacent", "noise": 0.0, "identity_recovery": 0.9876, "AP": 0.35},
+            {"variant": "adjacent", "noise": 1.0, "identity_recovery": None, "AP": 0.2}]}).encode())
     samples = tmp_path / "samples.png"
     Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (64, 1, 3))).save(samples)
 
@@ -237,6 +250,15 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     assert summary["clip/toy_clip zero-shot crops novel"] == 94.0
     assert summary["clip/toy_clip zero-shot whole images base"] == 30.0
     assert "clip/toy_clip zero-shot whole images novel" not in summary
+    assert "<h2>Diagnostics of the toy experiment</h2>" in page and ">96.1<" in page and "still falling" in page
+    assert summary["diagnostics/default/toy_lvvis visible to the CLIP grid %"] == 96.12
+    assert summary["diagnostics/default/toy_lvvis slot switches % adjacent"] == 3.0
+    assert "diagnostics/default/toy_ovis GT-mask top-1 % novel" not in summary
+    assert "diagnostics/default/toy_ovis AP" not in summary
+    assert 'id="matching_test"' in page and ">98.8<" in page and ">undefined<" in page
+    assert summary["matching_test/default/toy_ovis/adjacent noise 0 identity %"] == 98.76
+    assert summary["matching_test/default/toy_ovis/adjacent noise 1 AP"] == 20.0
+    assert "| `network order` | 80.0 | 30.0 |  |  |" in (reports / "tables" / "matching_test.md").read_text()
 
     if not Path(CHROMIUM).exists():
         if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -286,7 +308,7 @@ def put_matching_results(runs, data_root):
 
 
 def test_matching_gifs_compare_the_variants_on_videos_where_they_differ(tiny_world, tmp_path):
-    from clipvis.reports.qualitative import write_matching_gifs
+    from clipvis.reports.qualitative import PANEL_WIDTH, write_matching_gifs
 
     runs, out = tmp_path / "runs", tmp_path / "reports" / "qualitative"
     assert write_matching_gifs("toy", runs, tiny_world, out) == []  # no results yet
@@ -296,7 +318,7 @@ def test_matching_gifs_compare_the_variants_on_videos_where_they_differ(tiny_wor
     assert written == [out / f"matching_{videos[1]['id']}.gif"]
     with Image.open(written[0]) as gif:
         assert gif.n_frames == len(videos[1]["file_names"])
-        assert gif.size[0] == 2 * 320  # two panels, each scaled to 320 pixels wide
+        assert gif.size[0] == 2 * PANEL_WIDTH  # two panels, each scaled to the same width
 
 
 def test_measured_values_list_only_measured_cells_flat(toy_runs):

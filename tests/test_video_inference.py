@@ -14,8 +14,8 @@ from clipvis.model.scoring import video_scores
 from clipvis.model.text_classifier import text_embeddings
 from clipvis.video.frames import resize_for_inference
 from clipvis.video.inference import (AlignedFrames, SlotSwitches, SpilledFrames, StreamingVideo, build_matcher,
-                                     mask_score_terms, masks_to_original, segment_video, segment_video_variants,
-                                     select_instances)
+                                     empty_rle, mask_score_terms, masks_to_original, segment_video,
+                                     segment_video_variants, select_instances)
 from clipvis.video.matching import match_video
 
 TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.mask_dim=32", "model.num_queries=10",
@@ -114,7 +114,8 @@ def test_slot_switches_count_changed_queries_in_slots_showing_objects():
     try:
         for chunk in (slice(0, 2), slice(2, 4)):  # a switch between chunks counts too
             video.add(AlignedFrames(object_logits[chunk], torch.ones(2, 3), torch.zeros(2, 3, 4, 4),
-                                    torch.zeros(2, 3, 2), (16, 16), (16, 16), (4, 4), perms=perms[chunk]))
+                                    torch.zeros(2, 3, 2), (16, 16), (16, 16), (4, 4), [[empty_rle((4, 4))] * 3] * 2,
+                                    perms=perms[chunk]))
     finally:
         video.close()
     # frame 1: slots 0 and 2 shown, slot 0 changed; frame 2: 3 shown, none changed; frame 3: slot 2 shown, changed

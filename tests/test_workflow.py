@@ -31,12 +31,13 @@ def test_paper_dag_lists_every_job_without_data():
     # every model on the 6 benchmarks; LV-VIS val and BURST scored locally, the rest zipped for servers
     assert counts["infer"] == 6 * 6 and counts["score"] == 6 * 2
     assert counts["data_benchmark"] >= 9 and counts["complexity"] == 2 and counts["tables"] == 1
+    assert "matching_test" not in counts and "toy_diagnostics" not in counts
 
 
 def test_toy_dag_and_the_reproduce_dash_all_alias():
     counts = job_counts(dry_run("reproduce-all"))
     assert counts["pretrain_clip"] == 1 and counts["train"] == 3 and counts["infer"] == 6
-    assert counts["reproduce_all_alias"] == 1
+    assert counts["reproduce_all_alias"] == 1 and counts["matching_test"] == 1 and counts["toy_diagnostics"] == 1
 
 
 def test_released_weights_dag_imports_instead_of_training():

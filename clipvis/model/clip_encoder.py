@@ -32,6 +32,7 @@ CONFIG_DIR = Path(__file__).parent / "clip_configs"
 open_clip.add_model_config(CONFIG_DIR)
 
 FEATURE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32, "clip_dense": 32}
+MASK_STRIDE = 4  # the segmenter's mask logits are at a quarter of the (padded) input
 PRETRAINED_SET_KEY = "clip.pretrained"  # the config key that points at a local checkpoint
 RANDOM_WEIGHTS_SEED = 0  # random-weight CLIPs (pretrained None) are the same in every process
 
@@ -71,7 +72,7 @@ class FrozenCLIP(nn.Module):
         self.clip = _create_open_clip(model_name, pretrained, cache_dir, quick_gelu)
         self.clip.requires_grad_(False)
         self.clip.eval()
-        self.family = _trunk_family(self.clip, model_name)
+        self.family = trunk_family(self.clip, model_name)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.embed_dim: int = self.clip.text_projection.shape[1]
         self._weights_id: str | None = None
@@ -134,86 +135,17 @@ class FrozenCLIP(nn.Module):
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) normalised images -> res2..res5 (strides 4..32) and clip_dense (= res5)."""
-        visual = self.clip.visual
-        if self.family == "resnet":
-            x = visual.stem(images)  # conv1-3 + avgpool: stride 4
-            out = {}
-            for i, layer in enumerate((visual.layer1, visual.layer2, visual.layer3, visual.layer4)):
-                x = layer(x)
-                out[f"res{i + 2}"] = x
-            out["clip_dense"] = x
-            return out
-        trunk = visual.trunk
-        x = trunk.stem(images)
-        out = {}
-        for i, stage in enumerate(trunk.stages):
-            x = stage(x)
-            out[f"res{i + 2}"] = x
-        out["clip_dense"] = trunk.norm_pre(x)  # Identity for these models
-        return out
+        return trunk_features(self.clip.visual, self.family, images)
 
     @torch.no_grad()
     def pool_masks(self, dense: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CLIP embeddings of mask regions.
 
         dense: (B, C, h, w) `clip_dense` features; mask_logits: (B, Q, H', W'), resized bilinearly to
-        (h, w) and binarised at logit > 0. Returns embeddings (B, Q, embed_dim) and valid (B, Q) bool.
-
-        ConvNeXt: average of the features over the mask, then CLIP's trunk head (LayerNorm) and
-        projection; an empty mask gives a constant embedding (LayerNorm of zeros) and stays valid,
-        as in the reference. ResNet: attention pooling restricted to the mask; an empty mask has no
-        embedding (the reference gets NaN): it is marked invalid and its embedding is zero.
+        (h, w) and binarised at logit > 0. Returns embeddings (B, Q, embed_dim) and valid (B, Q) bool
+        (see `pool_regions`).
         """
-        size = dense.shape[-2:]
-        if mask_logits.shape[-2:] != size:
-            mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-        masks = mask_logits > 0  # (B, Q, h, w)
-        if self.family == "resnet":
-            return self._attention_pool(dense, masks)
-        return self._average_pool(dense, masks), masks.new_ones(masks.shape[:2])
-
-    def _average_pool(self, dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        weights = masks.flatten(2).to(dense.dtype)  # (B, Q, hw)
-        weights = weights / (weights.sum(-1, keepdim=True) + 1e-8)
-        pooled = weights @ dense.flatten(2).transpose(1, 2)  # (B, Q, C)
-        batch, queries, channels = pooled.shape
-        x = self.clip.visual.trunk.head(pooled.reshape(batch * queries, channels, 1, 1))
-        x = self.clip.visual.head(x)
-        return x.view(batch, queries, -1)
-
-    def _attention_pool(self, dense: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLIP's attention pool with one query per mask, attending only inside its mask.
-
-        The query (mean of all positions + class positional embedding) is the same for every mask, so
-        the attention logits are computed once per image and only the softmax support differs.
-        """
-        pool = self.clip.visual.attnpool
-        batch, channels, height, width = dense.shape
-        heads = pool.num_heads
-        head_dim = channels // heads
-
-        pos = pool.positional_embedding.to(dense.dtype)  # (1 + g*g, C)
-        grid = math.isqrt(pos.shape[0] - 1)
-        spatial_pos = pos[1:].T.reshape(1, channels, grid, grid)
-        spatial_pos = F.interpolate(spatial_pos, size=(height, width), mode="bilinear", align_corners=False)
-        tokens = dense.flatten(2)  # (B, C, hw)
-        key_value = (tokens + spatial_pos.flatten(2)).transpose(1, 2)  # (B, hw, C)
-        query = tokens.mean(-1) + pos[0]  # (B, C)
-
-        # Each head's logit q_h . (W_h kv + b_h) is computed as (W_h^T q_h) . kv: the bias term is the same
-        # at every position, which the softmax ignores, and no key projection of all positions is needed.
-        q = pool.q_proj(query).view(batch, heads, head_dim)
-        q_input = torch.einsum("bhd,hdc->bhc", q, pool.k_proj.weight.view(heads, head_dim, channels))
-        logits = (q_input @ key_value.transpose(1, 2)).unsqueeze(2) / math.sqrt(head_dim)  # (B, heads, 1, hw)
-        v = pool.v_proj(key_value).view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, heads, hw, d)
-
-        inside = masks.flatten(2).unsqueeze(1)  # (B, 1, Q, hw)
-        attention = torch.where(inside, logits, float("-inf")).softmax(-1)  # (B, heads, Q, hw); NaN rows if empty
-        valid = inside.any(-1).squeeze(1)  # (B, Q)
-        attention = attention.nan_to_num(0.0)
-        pooled = (attention @ v).transpose(1, 2).reshape(batch, -1, channels)  # (B, Q, C)
-        embeddings = pool.c_proj(pooled) * valid.unsqueeze(-1)
-        return embeddings, valid
+        return pool_regions(self.clip.visual, self.family, dense, binarise_masks(mask_logits, dense.shape[-2:]))
 
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -231,6 +163,97 @@ class FrozenCLIP(nn.Module):
         x = clip.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # end token has the largest id
         return x @ clip.text_projection
+
+
+def binarise_masks(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, Q, H', W') mask logits -> (B, Q, h, w) bool on the dense map: resized bilinearly to `size`, logit > 0,
+    as the reference binarises masks for classification."""
+    if tuple(mask_logits.shape[-2:]) != tuple(size):
+        mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    return mask_logits > 0
+
+
+def cover_logits(masks: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) masks (bool or 0..1), H and W multiples of 4 -> (..., H/4, W/4) logits 2 * cover - 1 of each
+    4 x 4 cell: a ground-truth mask as the segmenter's mask logits would show it (positive where more than
+    half of a cell is covered)."""
+    cover = F.avg_pool2d(masks.float().flatten(0, -3)[:, None], MASK_STRIDE)[:, 0]
+    return (2 * cover - 1).view(*masks.shape[:-2], *cover.shape[-2:])
+
+
+def trunk_features(visual: nn.Module, family: str, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A CLIP image tower's trunk on (B, 3, H, W) normalised images -> res2..res5 (strides 4..32) and
+    clip_dense (= res5), without its pooling head; differentiable (FrozenCLIP runs it without gradients)."""
+    out = {}
+    if family == "resnet":
+        x = visual.stem(images)  # conv1-3 + avgpool: stride 4
+        for i, layer in enumerate((visual.layer1, visual.layer2, visual.layer3, visual.layer4)):
+            x = layer(x)
+            out[f"res{i + 2}"] = x
+        out["clip_dense"] = x
+        return out
+    trunk = visual.trunk
+    x = trunk.stem(images)
+    for i, stage in enumerate(trunk.stages):
+        x = stage(x)
+        out[f"res{i + 2}"] = x
+    out["clip_dense"] = trunk.norm_pre(x)  # Identity for these models
+    return out
+
+
+def pool_regions(visual: nn.Module, family: str, dense: torch.Tensor,
+                 masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP embeddings (B, Q, embed_dim) of regions of the dense map (B, C, h, w), masks (B, Q, h, w) bool, and
+    valid (B, Q); differentiable.
+
+    ConvNeXt: average of the features over the mask, then CLIP's trunk head (LayerNorm) and projection; an
+    empty mask gives a constant embedding (LayerNorm of zeros) and stays valid, as in the reference.
+    ResNet: attention pooling restricted to the mask (`masked_attention_pool`); an empty mask has no
+    embedding (the reference gets NaN): it is marked invalid and its embedding is zero.
+    """
+    if family == "resnet":
+        return masked_attention_pool(visual.attnpool, dense, masks)
+    weights = masks.flatten(2).to(dense.dtype)  # (B, Q, hw)
+    weights = weights / (weights.sum(-1, keepdim=True) + 1e-8)
+    pooled = weights @ dense.flatten(2).transpose(1, 2)  # (B, Q, C)
+    batch, queries, channels = pooled.shape
+    x = visual.head(visual.trunk.head(pooled.reshape(batch * queries, channels, 1, 1)))
+    return x.view(batch, queries, -1), masks.new_ones(masks.shape[:2])
+
+
+def masked_attention_pool(pool: nn.Module, dense: torch.Tensor,
+                          masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's attention pool (`pool`) with one query per mask, attending only inside its mask.
+
+    dense: (B, C, h, w); masks: (B, Q, h, w) bool -> embeddings (B, Q, D), valid (B, Q). The query (mean
+    of all positions + class positional embedding) is the same for every mask, so the attention logits
+    are computed once per image and only the softmax support differs.
+    """
+    batch, channels, height, width = dense.shape
+    heads = pool.num_heads
+    head_dim = channels // heads
+
+    pos = pool.positional_embedding.to(dense.dtype)  # (1 + g*g, C)
+    grid = math.isqrt(pos.shape[0] - 1)
+    spatial_pos = pos[1:].T.reshape(1, channels, grid, grid)
+    spatial_pos = F.interpolate(spatial_pos, size=(height, width), mode="bilinear", align_corners=False)
+    tokens = dense.flatten(2)  # (B, C, hw)
+    key_value = (tokens + spatial_pos.flatten(2)).transpose(1, 2)  # (B, hw, C)
+    query = tokens.mean(-1) + pos[0]  # (B, C)
+
+    # Each head's logit q_h . (W_h kv + b_h) is computed as (W_h^T q_h) . kv: the bias term is the same
+    # at every position, which the softmax ignores, and no key projection of all positions is needed.
+    q = pool.q_proj(query).view(batch, heads, head_dim)
+    q_input = torch.einsum("bhd,hdc->bhc", q, pool.k_proj.weight.view(heads, head_dim, channels))
+    logits = (q_input @ key_value.transpose(1, 2)).unsqueeze(2) / math.sqrt(head_dim)  # (B, heads, 1, hw)
+    v = pool.v_proj(key_value).view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, heads, hw, d)
+
+    inside = masks.flatten(2).unsqueeze(1)  # (B, 1, Q, hw)
+    attention = torch.where(inside, logits, float("-inf")).softmax(-1)  # (B, heads, Q, hw); NaN rows if empty
+    valid = inside.any(-1).squeeze(1)  # (B, Q)
+    attention = attention.nan_to_num(0.0)
+    pooled = (attention @ v).transpose(1, 2).reshape(batch, -1, channels)  # (B, Q, C)
+    return pool.c_proj(pooled) * valid.unsqueeze(-1), valid
 
 
 def _create_open_clip(model_name: str, pretrained: str | None, cache_dir: str | None,
@@ -295,7 +318,7 @@ def _where_to_put(tag_cfg: dict, cache_dir: str | None) -> str:
     return f"put {os.path.basename(url)} (from {url}) in {cache_dir or os.path.expanduser('~/.cache/clip')}"
 
 
-def _trunk_family(clip: nn.Module, model_name: str) -> str:
+def trunk_family(clip: nn.Module, model_name: str) -> str:
     if not (isinstance(clip, open_clip.CLIP) and clip.text_pool_type == "argmax"
             and isinstance(clip.text_projection, nn.Parameter)):
         raise InputError(f"open_clip {model_name}", "", "only CLIPs with open_clip's own text tower "

@@ -1,7 +1,7 @@
 """`clipvis tables --scale toy|paper`: Tables I–VI (ours / paper) as Markdown, LaTeX and HTML, the figures,
 and OUT/index.html, all read from the run files under --runs (and the MLflow store for training curves).
-OUT/summary.json lists every measured cell (and the image-level AP of `clipvis eval-images`) flat, for
-`dvc metrics` / `dvc exp show`."""
+OUT/summary.json lists every measured cell (and the image-level AP of `clipvis eval-images`, the toy CLIP's
+accuracy, the toy diagnostics and the matching test) flat, for `dvc metrics` / `dvc exp show`."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ def main(args) -> int:
     from clipvis.data.toy_samples import DEFAULT_SAMPLES_PATH
     from clipvis.io import write_json
     from clipvis.reports.clip_results import clip_reports, clip_values
+    from clipvis.reports.diagnostics_results import diagnostics, diagnostics_values
     from clipvis.reports.html import write_report
     from clipvis.reports.image_results import image_metrics, image_values
+    from clipvis.reports.matching_results import matching_tests, matching_values
     from clipvis.reports.tables import build_tables, measured_values
 
     samples = args.samples or (DEFAULT_SAMPLES_PATH if args.scale == "toy" else None)
@@ -34,7 +36,9 @@ def main(args) -> int:
     report = write_report(args.scale, args.runs, args.out, data_root, samples=samples)
     summary = Path(args.out) / "summary.json"
     values = (measured_values(build_tables(args.scale, args.runs)) | image_values(image_metrics(args.scale, args.runs))
-              | clip_values(clip_reports(args.scale, args.runs)))
+              | clip_values(clip_reports(args.scale, args.runs))
+              | diagnostics_values(diagnostics(args.scale, args.runs))
+              | matching_values(matching_tests(args.scale, args.runs)))
     write_json(summary, values, indent=1)
     for path in [*report.tables, *report.images, report.index, summary]:
         print(path)

@@ -5,7 +5,7 @@ Everything the page shows lies under the report folder (images are copied in, at
 relatively, so the folder can be moved or served as it is:
 
     index.html
-    tables/table1.{md,tex,html} ... table6.*
+    tables/table1.{md,tex,html} ... table6.*, tables/matching_test.md (the controlled matching test)
     plots/table5_tk_heatmap.png, plots/train_{model}.png
     toy_world_samples.png                       (toy scale)
     qualitative/matching_{video_id}.gif         (top-K vs adjacent matching, clipvis.reports.qualitative)
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipvis.io import atomic_path, write_text
-from clipvis.reports import clip_results, image_results, plots, qualitative
+from clipvis.reports import clip_results, diagnostics_results, image_results, matching_results, plots, qualitative
 from clipvis.reports.paper_numbers import Scale
 from clipvis.reports.tables import build_tables, render_html, write_tables
 
@@ -97,14 +97,26 @@ def write_report(scale: Scale, runs_dir: str | Path, out_dir: str | Path, data_r
 
     images = image_results.image_metrics(scale, runs_dir)
     clips = clip_results.clip_reports(scale, runs_dir)
+    diagnostics = diagnostics_results.diagnostics(scale, runs_dir)
+    matching_tests = matching_results.matching_tests(scale, runs_dir)
+    if matching_tests:
+        report.tables.append(out_dir / "tables" / "matching_test.md")
+        write_text(report.tables[-1], "\n".join(matching_results.render_matching_markdown(model, name, test)
+                                                for (model, name), test in matching_tests.items()))
     sections = [
         "<h2>Tables</h2>",
         *(f'<div class="scroll">{render_html(table, out_dir)}</div>' for table in tables),
+        *(["<h2>Diagnostics of the toy experiment</h2>"] if diagnostics else []),
+        *(f'<div class="scroll">{diagnostics_results.render_diagnostics(model, found)}</div>'
+          for model, found in diagnostics.items()),
         *(["<h2>Image-level AP</h2>", image_results.render_image_table(images)] if images else []),
         *(["<h2>Toy CLIP</h2>", clip_results.render_clip_table(clips)] if clips else []),
         "<h2>Table V: T &times; K of top-K matching</h2>",
         _figure(heatmap, out_dir, f"AP for memory T and selected frames K: ours on {benchmark} (left), the paper's on "
                                   "LV-VIS val (right). Hatched: run missing; blank: not in the paper's grid."),
+        *(["<h2>Beside Table V: the matching test</h2>"] if matching_tests else []),
+        *(f'<div class="scroll">{matching_results.render_matching_html(model, name, test)}</div>'
+          for (model, name), test in matching_tests.items()),
         "<h2>Training curves</h2>",
         *(_figure(path, out_dir, f"{model}: losses logged to MLflow against the iteration")
           for model, path in curves.items()),

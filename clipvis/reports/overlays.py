@@ -1,8 +1,10 @@
-"""Tracks drawn over video frames: a colour per track, its class name and score; written as an mp4
-video (PyAV, H.264), an animated GIF (PIL) and a contact sheet (PNG grid of a few frames).
+"""Tracks drawn over video frames: a colour per track (the same in every frame), its class name and score
+in a label beside its mask; written as an mp4 video (PyAV, H.264), an animated GIF (PIL) and a contact sheet
+(PNG grid of a few frames).
 
-Frames are (H, W, 3) uint8 RGB numpy arrays; a track's masks are compressed COCO RLE, one per frame.
-Every file is written atomically.
+Frames are (H, W, 3) uint8 RGB numpy arrays; a track's masks are compressed COCO RLE, one per frame. Small
+frames are enlarged (pixels repeated) before drawing, so that labels stay readable. Every file is written
+atomically.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from clipvis.io import atomic_path
 
 MASK_ALPHA = 0.45
 GOLDEN_RATIO = 0.618033988749895
+MIN_DRAW_HEIGHT = 400  # frames lower than this are enlarged by a whole factor before drawing
+LABEL_GAP = 4  # pixels between a mask's box and its label
 
 
 @dataclass(frozen=True)
@@ -40,35 +44,70 @@ def track_colours(count: int) -> list[tuple[int, int, int]]:
 
 
 def tracks_from_results(records: Sequence[dict], class_names: dict[int, str], min_score: float) -> list[Track]:
-    """Tracks of the result records scoring at least `min_score`, best first; class_names: category id -> name."""
-    kept = sorted((r for r in records if r["score"] >= min_score), key=lambda r: -r["score"])
+    """Tracks of the result records scoring at least `min_score`, best first; class_names: category id -> name.
+
+    A track slot selected with several labels gives records with the same masks: only the best is kept.
+    """
+    kept, seen = [], set()
+    for record in sorted((r for r in records if r["score"] >= min_score), key=lambda r: -r["score"]):
+        masks = tuple(m["counts"] if m else None for m in record["segmentations"])
+        if masks not in seen:
+            seen.add(masks)
+            kept.append(record)
     return [Track(f"{class_names.get(r['category_id'], r['category_id'])} {r['score']:.2f}", colour,
                   r["segmentations"])
             for r, colour in zip(kept, track_colours(len(kept)))]
 
 
+def draw_scale(height: int) -> int:
+    """The whole factor by which a frame of this height is enlarged before drawing."""
+    return max(1, -(-MIN_DRAW_HEIGHT // height))
+
+
 def draw_tracks(frame: np.ndarray, tracks: Sequence[Track], index: int) -> np.ndarray:
-    """Frame `index` with every track's mask tinted in its colour, outlined, and captioned at its top left."""
-    out = frame.astype(np.float32)
-    captions = []
+    """Frame `index`, enlarged by `draw_scale`, with every track's mask tinted in its colour and outlined, and
+    its caption in a label beside the mask (right of its box, else left, above or below; clear of the
+    labels placed before it where there is room)."""
+    scale = draw_scale(frame.shape[0])
+    out = np.repeat(np.repeat(frame, scale, 0), scale, 1).astype(np.float32)
+    boxes = []
     for track in tracks:
         mask = mask_api.decode(track.segmentations[index]).astype(bool)
         if not mask.any():
             continue
+        mask = np.repeat(np.repeat(mask, scale, 0), scale, 1)
         colour = np.array(track.colour, dtype=np.float32)
         out[mask] = (1 - MASK_ALPHA) * out[mask] + MASK_ALPHA * colour
         out[_outline(mask)] = colour
         rows, cols = np.nonzero(mask)
-        captions.append((track, int(cols.min()), int(rows.min())))
+        boxes.append((track, (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max()))))
     image = Image.fromarray(out.round().astype(np.uint8))
     draw = ImageDraw.Draw(image)
-    font = _font(frame.shape[0])
-    for track, x, y in captions:
-        left, top, right, bottom = draw.textbbox((x, y), track.caption, font=font)
-        shift = min(top - y, 0) + max(bottom - frame.shape[0], 0)  # keep the caption inside the frame
-        draw.rectangle((left - 1, top - 1 - shift, right + 1, bottom + 1 - shift), fill=track.colour)
-        draw.text((x, y - shift), track.caption, fill=(0, 0, 0), font=font)
+    font = _font(image.height)
+    placed: list[tuple[int, int, int, int]] = []
+    for track, box in boxes:
+        left, top, right, bottom = draw.textbbox((0, 0), track.caption, font=font)
+        x, y = _label_position(box, (right - left + 2, bottom - top + 2), image.size, placed)
+        placed.append((x, y, x + right - left + 2, y + bottom - top + 2))
+        draw.rectangle(placed[-1], fill=track.colour, outline=(0, 0, 0))
+        draw.text((x + 1 - left, y + 1 - top), track.caption, fill=(0, 0, 0), font=font)
     return np.asarray(image)
+
+
+def _label_position(box: tuple[int, int, int, int], size: tuple[int, int], frame: tuple[int, int],
+                    placed: list[tuple[int, int, int, int]]) -> tuple[int, int]:
+    """Top left corner of a label of `size` (w, h) beside `box` (left, top, right, bottom) inside a frame of
+    `frame` (W, H): the first of right, left, above and below that fits and overlaps no placed label, else
+    the first that fits (or the right, pushed into the frame)."""
+    (left, top, right, bottom), (w, h), (width, height) = box, size, frame
+    candidates = [(right + LABEL_GAP, top), (left - LABEL_GAP - w, top), (left, top - LABEL_GAP - h),
+                  (left, bottom + LABEL_GAP)]
+    inside = [(x, min(max(y, 0), height - h)) for x, y in candidates if 0 <= x <= width - w and y <= height - h
+              and y + h >= 0]
+    free = [(x, y) for x, y in inside if not any(x < r and x + w > l and y < b and y + h > t
+                                                 for l, t, r, b in placed)]
+    x, y = (free or inside or [candidates[0]])[0]
+    return min(max(x, 0), width - w), min(max(y, 0), height - h)
 
 
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> int:

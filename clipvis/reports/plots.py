@@ -22,7 +22,6 @@ CELL_INCHES = 0.8  # one heatmap cell
 # Margins around each heatmap panel: left (T labels), right (gap), bottom (K labels), top (title).
 LEFT_INCHES, RIGHT_INCHES, BOTTOM_INCHES, TOP_INCHES = 1.0, 0.3, 0.55, 0.55
 HEATMAP_COLUMN = TABLE5.columns[0]  # LV-VIS AP (toy_lvvis at toy scale)
-TRAINING_STAGE = "train"  # the MLflow `stage` tag of training runs (train and finetune)
 
 
 # ------------------------------------------------------------------------------------ T x K heatmap
@@ -115,31 +114,6 @@ def trained_models(scale: Scale, runs_dir: str | Path) -> list[str]:
     return sorted(d.name for d in scale_dir.iterdir() if (d / "train" / "config.yaml").is_file())
 
 
-def training_history(client, config: dict, scale: Scale) -> dict[str, dict[int, float]]:
-    """Loss curves {metric: {step: value}} of the MLflow training runs made with this config.
-
-    The runs are those in experiment "{name}/{scale}" tagged stage=train whose params equal the flattened
-    config (a resumed training logs a new run that continues the steps; a later run wins a step twice logged).
-    """
-    from clipvis.tracking import flatten
-
-    experiment = client.get_experiment_by_name(f"{config['name']}/{scale}")
-    if experiment is None:
-        return {}
-    expected = {key: str(value)[:6000] for key, value in flatten(config).items()}
-    runs = client.search_runs([experiment.experiment_id], f"tags.stage = '{TRAINING_STAGE}'",
-                              order_by=["attributes.start_time ASC"])
-    history: dict[str, dict[int, float]] = {}
-    for run in runs:
-        if any(run.data.params.get(key) != value for key, value in expected.items()):
-            continue
-        for key in sorted(run.data.metrics):
-            if key == "total" or key.startswith("loss_"):
-                for point in client.get_metric_history(run.info.run_id, key):
-                    history.setdefault(key, {})[point.step] = point.value
-    return history
-
-
 def plot_training_curves(history: dict[str, dict[int, float]], title: str, path: str | Path) -> Path:
     """Each loss against the iteration, log scale."""
     import matplotlib
@@ -169,7 +143,7 @@ def write_training_curves(scale: Scale, runs_dir: str | Path, out_dir: str | Pat
     models = trained_models(scale, runs_dir)
     if not models:
         return {}
-    from clipvis.tracking import tracking_uri
+    from clipvis.tracking import training_history, tracking_uri
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 VARIANTS = {"default": "top-K matching (ours)", "adjacent": "adjacent matching"}
 MIN_SCORE = 0.3
 MAX_TRACKS = 5
-PANEL_WIDTH = 320  # every panel is scaled to this width (toy frames are 160 wide)
+PANEL_WIDTH = 480  # every panel is scaled to this width
 GIF_FPS = 4.0
 
 

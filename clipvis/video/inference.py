@@ -14,7 +14,8 @@ reduced, as soon as it is matched, to what the end of the video needs, per track
 - in an unnamed temporary file: the mask at the original resolution (bilinear to the padded input,
   crop, bilinear to the original size, logit > 0) as compressed RLE, and the class probabilities
   p_t (C floats). Only the selected slots' masks and the probabilities that the suppression test
-  needs are read back.
+  needs are read back. The masks are encoded once per frame, in the network's query order, and
+  every variant's matching only reorders them.
 
 A frame's mask is suppressed for a selected (slot, class) when sqrt(sigmoid(p_t[class]) · o_t) <
 0.1 · s (s: the pair's video score). As sigmoid(p) >= 0.5, only frames with o_t < 0.02 · s² can be
@@ -56,8 +57,8 @@ SUPPRESSION_FACTOR = 0.1  # a frame is suppressed when its score is below 0.1 x 
 # sigmoid(p) >= 0.5, so a frame can only be suppressed when o_t < 0.02 s²; the margin absorbs rounding.
 SUPPRESSIBLE_OBJECT_PROB = 2 * SUPPRESSION_FACTOR ** 2 * 1.05
 MASK_SCORE_EPS = 1e-6
-UPSAMPLE_QUERIES = 16
-OBJECT_SHOWN = 0.5  # a slot shows an object when its object probability is at least this  # masks upsampled to the original resolution at once
+UPSAMPLE_QUERIES = 16  # masks upsampled to the original resolution at once
+OBJECT_SHOWN = 0.5  # a slot shows an object when its object probability is at least this
 
 
 def inference_device(setting: str) -> torch.device:
@@ -117,10 +118,10 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
     matchers = {name: build_matcher(variant) for name, variant in variants.items()}
     videos: dict[str, StreamingVideo] = {}
     try:
-        for chunk in _chunks(frames, cfg.infer.frames_per_chunk):
-            network = _network_chunk(model, chunk, text, cfg, timer)
+        for chunk in frame_chunks(frames, cfg.infer.frames_per_chunk):
+            network = network_chunk(model, chunk, text, cfg, timer)
             for name, variant in variants.items():
-                aligned = _align_chunk(network, matchers[name], timer)
+                aligned = align_chunk(network, matchers[name], timer)
                 with timer("postprocess"):
                     if name not in videos:
                         videos[name] = StreamingVideo(aligned.mask_logits.shape[1], text.num_classes,
@@ -154,6 +155,7 @@ class AlignedFrames:
     padded_size: tuple[int, int]  # network input (Hp, Wp)
     image_size: tuple[int, int]  # resized frame (h, w)
     original_size: tuple[int, int]  # (H, W)
+    mask_rles: list[list[str]]  # (B, Q) each mask at the original resolution, compressed RLE counts
     embeddings: torch.Tensor | None = None  # (B, Q, D) query embeddings, for matching
     perms: torch.Tensor | None = None  # (B, Q) after matching: slot j of frame b holds query perms[b, j]
 
@@ -178,13 +180,14 @@ class SlotSwitches:
 
 
 @torch.inference_mode()
-def _network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbeddings, cfg: Config,
-                   timer: _Timer) -> AlignedFrames:
+def network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbeddings, cfg: Config,
+                  timer: _Timer | None = None) -> AlignedFrames:
     """The network's outputs for a chunk of frames, queries in network order.
 
     Classification pools each query's own mask, so classifying before matching and permuting the
     logits equals classifying the aligned masks.
     """
+    timer = timer or UNTIMED
     resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)
                for frame in chunk]
     with timer("model"):
@@ -192,20 +195,26 @@ def _network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbeddin
         outputs = model(images, with_aux=False)
     with timer("classification"):
         class_logits = model.class_logits(outputs["clip_dense"], outputs["pred_masks"], text)
+    padded_size, image_size = tuple(images.shape[-2:]), tuple(resized[0].shape[-2:])
+    original_size = tuple(chunk[0].shape[-2:])
+    with timer("postprocess"):  # once per frame, whatever the number of variants matching it
+        rles = [encode_frame_masks(mask_logits, padded_size, image_size, original_size)
+                for mask_logits in outputs["pred_masks"]]
     return AlignedFrames(outputs["pred_object_logits"], outputs["pred_ious"][..., 0], outputs["pred_masks"],
-                         class_logits, tuple(images.shape[-2:]), tuple(resized[0].shape[-2:]),
-                         tuple(chunk[0].shape[-2:]), outputs["pred_embds"])
+                         class_logits, padded_size, image_size, original_size, rles, outputs["pred_embds"])
 
 
 @torch.inference_mode()
-def _align_chunk(network: AlignedFrames, matcher: TemporalMatcher, timer: _Timer) -> AlignedFrames:
-    """Put every frame's queries in track-slot order with the (stateful) matcher."""
+def align_chunk(network: AlignedFrames, matcher: TemporalMatcher, timer: _Timer | None = None) -> AlignedFrames:
+    """Put every frame's queries in track-slot order with the (stateful) matcher (anything with its `step`)."""
+    timer = timer or UNTIMED
     with timer("matching"):
         perms = torch.stack([matcher.step(embeddings) for embeddings in network.embeddings])
         perms = perms.to(network.mask_logits.device)  # (B, Q): slot j of frame b takes query perms[b, j]
+        rles = [[frame_rles[query] for query in perm] for frame_rles, perm in zip(network.mask_rles, perms.tolist())]
         return AlignedFrames(_align(network.object_logits, perms), _align(network.ious, perms),
                              _align(network.mask_logits, perms), _align(network.class_logits, perms),
-                             network.padded_size, network.image_size, network.original_size, perms=perms.cpu())
+                             network.padded_size, network.image_size, network.original_size, rles, perms=perms.cpu())
 
 
 class StreamingVideo:
@@ -221,7 +230,6 @@ class StreamingVideo:
         self._object_probs: list[torch.Tensor] = []  # per chunk (B, Q)
         self._mask_sums: list[torch.Tensor] = []  # per chunk (B, Q) float64: Σ sigmoid over logit > 0
         self._mask_counts: list[torch.Tensor] = []  # per chunk (B, Q) int64: number of pixels with logit > 0
-        self._empty_counts = encode_masks(torch.zeros(1, *output_size, dtype=torch.bool))[0]
         self.switches = SlotSwitches()
         self._last_perm: torch.Tensor | None = None  # (Q,) the previous frame's perm
 
@@ -236,8 +244,8 @@ class StreamingVideo:
         sums, counts = mask_score_terms(frames.mask_logits)
         self._mask_sums.append(sums.cpu())
         self._mask_counts.append(counts.cpu())
-        for probs, mask_logits in zip(class_logits.softmax(-1), frames.mask_logits):
-            self.spilled.append(probs, self._encode_frame(mask_logits, frames.padded_size, frames.image_size))
+        for probs, rles in zip(class_logits.softmax(-1), frames.mask_rles):
+            self.spilled.append(probs, rles)
 
     def _count_switches(self, perms: torch.Tensor, object_probs: torch.Tensor) -> None:
         """perms, object_probs: (B, Q) in slot order."""
@@ -246,22 +254,6 @@ class StreamingVideo:
         showing = object_probs[len(object_probs) - len(changed):] >= OBJECT_SHOWN
         self.switches.add(SlotSwitches(int(showing.sum()), int((changed & showing).sum())))
         self._last_perm = perms[-1]
-
-    def _encode_frame(self, mask_logits: torch.Tensor, padded_size: tuple[int, int],
-                      image_size: tuple[int, int]) -> list[str]:
-        """(Q, Hp/4, Wp/4) mask logits -> per slot, RLE counts of the mask at the original resolution.
-
-        A mask with no positive logit is empty at every resolution (bilinear weights are convex), so
-        it is not upsampled.
-        """
-        counts = [self._empty_counts] * len(mask_logits)
-        nonempty = (mask_logits.flatten(1).amax(1) > 0).nonzero()[:, 0].tolist()
-        for start in range(0, len(nonempty), UPSAMPLE_QUERIES):
-            rows = nonempty[start:start + UPSAMPLE_QUERIES]
-            masks = masks_to_original(mask_logits[rows], padded_size, image_size, self.output_size)
-            for row, rle in zip(rows, encode_masks(masks)):
-                counts[row] = rle
-        return counts
 
     def results(self, k: int, video_id: int | str, category_ids: list[int] | None = None) -> list[dict]:
         """YTVIS records of the top-k (slot, class) pairs, best final score first."""
@@ -273,7 +265,7 @@ class StreamingVideo:
         for query, label, score, kept in zip(selection.queries.tolist(), selection.labels.tolist(),
                                              selection.scores.tolist(), selection.kept.tolist()):
             segmentations = [{"size": [height, width],
-                              "counts": self.spilled.mask_counts(frame, query) if keep else self._empty_counts}
+                              "counts": self.spilled.mask_counts(frame, query) if keep else empty_rle(self.output_size)}
                              for frame, keep in enumerate(kept)]
             records.append({"video_id": video_id, "score": score,
                             "category_id": category_ids[label] if category_ids else label + 1,
@@ -326,6 +318,29 @@ def select_instances(video_scores: torch.Tensor, object_probs: torch.Tensor, cla
     order = scores.argsort(descending=True, stable=True)
     return Selection(queries[order], labels[order], scores[order], video_top[order], mask_scores[order],
                      kept[order])
+
+
+def encode_frame_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
+                       output_size: tuple[int, int]) -> list[str]:
+    """(Q, Hp/4, Wp/4) mask logits of a frame -> per query, RLE counts of its mask at the original resolution.
+
+    A mask with no positive logit is empty at every resolution (bilinear weights are convex), so it is
+    not upsampled.
+    """
+    counts = [empty_rle(output_size)] * len(mask_logits)
+    nonempty = (mask_logits.flatten(1).amax(1) > 0).nonzero()[:, 0].tolist()
+    for start in range(0, len(nonempty), UPSAMPLE_QUERIES):
+        rows = nonempty[start:start + UPSAMPLE_QUERIES]
+        masks = masks_to_original(mask_logits[rows], padded_size, image_size, output_size)
+        for row, rle in zip(rows, encode_masks(masks)):
+            counts[row] = rle
+    return counts
+
+
+@functools.cache
+def empty_rle(size: tuple[int, int]) -> str:
+    """RLE counts of an empty mask of `size` (height, width)."""
+    return encode_masks(torch.zeros(1, *size, dtype=torch.bool))[0]
 
 
 def mask_score_terms(mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -445,13 +460,17 @@ def _release_free_heap() -> None:
         trim(0)
 
 
+UNTIMED = _Timer(None, torch.device("cpu"))
+
+
 def _align(tensor: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
     """tensor (B, Q, ...) with its queries reordered by perms (B, Q)."""
     index = perms.view(*perms.shape, *([1] * (tensor.dim() - 2))).expand_as(tensor)
     return tensor.gather(1, index)
 
 
-def _chunks(frames: Iterable[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+def frame_chunks(frames: Iterable[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+    """Frames in lists of `size` (the last one may be shorter)."""
     chunk = []
     for frame in frames:
         chunk.append(frame)

@@ -1,8 +1,9 @@
 """`clipvis segment INPUT --vocab "cat,dog"`: open-vocabulary segmentation of any video or frame folder.
 
 Writes to --out: results.json (YTVIS records with `category_name` added; category ids are 1-based
-vocabulary positions), config.yaml (the resolved config), overlay.mp4 and overlay.gif (every track scoring at least --min-score, in its
-own colour with its class name and score) and contact_sheet.png (a few frames in a grid).
+vocabulary positions), config.yaml (the resolved config), overlay.mp4 and overlay.gif (every track scoring
+at least --min-score, once, in its own colour with its class name and score beside it; small videos
+enlarged) and contact_sheet.png (a few frames in a grid).
 The video is read twice, once to segment and once to draw, so memory does not grow with its length.
 """
 
@@ -19,9 +20,9 @@ log = logging.getLogger(__name__)
 HELP = "segment a video (mp4/webm/avi or a folder of frames) with an open vocabulary; writes results and overlays"
 
 GIF_MAX_FRAMES = 60  # the GIF shows every n-th frame so that at most this many remain
-GIF_MAX_WIDTH = 320
+GIF_MAX_WIDTH = 640
 SHEET_FRAMES = 8
-SHEET_MAX_WIDTH = 320
+SHEET_MAX_WIDTH = 480
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "for trying the command out only)")
     add_config_arguments(parser, "params YAML (default: the checkpoint's own config, else the built-in toy "
                                  "defaults)")
-    parser.add_argument("--min-score", type=float, default=0.1, help="draw tracks scoring at least this (default 0.1)")
+    parser.add_argument("--min-score", type=float, default=0.3, help="draw tracks scoring at least this (default 0.3)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
 
 

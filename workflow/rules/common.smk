@@ -66,6 +66,17 @@ def qualitative_targets():
             for item in S.get("qualitative_videos", [])]
 
 
+def diagnostics_targets():
+    """`clipvis bench toy` of the ablation model (toy scale)."""
+    return [f"{RUNS}/{S['ablation_model']}/bench/toy_diagnostics.json"] if S.get("diagnostics") else []
+
+
+def matching_test_targets():
+    """The controlled matching test of the ablation model, if configured."""
+    test = S.get("matching_test")
+    return [f"{RUNS}/{S['ablation_model']}/matching_test/{test['benchmark']}/matching_test.json"] if test else []
+
+
 def video_frames(benchmark, video):
     """The frame folder of one video of a benchmark."""
     return get_benchmark(benchmark).image_path(ROOT) / video

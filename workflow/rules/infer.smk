@@ -23,7 +23,8 @@ rule complexity:
     input: checkpoint=checkpoint_file, clip=CLIP_WEIGHTS
     output: f"{RUNS}/{{model}}/bench/complexity.json"
     params: params=lambda w: params_file(w.model), clip=clip_set
-    shell: "clipvis bench complexity --params {params.params} --checkpoint {input.checkpoint} --set {params.clip}"
+    shell: "clipvis bench complexity --params {params.params} --checkpoint {input.checkpoint}"
+           " --set data.root={ROOT} {params.clip}"
            " --height {S[complexity_frame][0]} --width {S[complexity_frame][1]} --out {output}"
 
 
@@ -42,3 +43,26 @@ rule qualitative:
     shell: "clipvis segment {params.frames} --benchmark {wildcards.benchmark} --root {ROOT} --params {params.params}"
            " --checkpoint {input.checkpoint} --set data.root={ROOT} {params.clip}"
            " --out {RUNS}/{wildcards.model}/qualitative/{wildcards.benchmark}_{wildcards.video}"
+
+
+rule matching_test:
+    input: checkpoint=checkpoint_file, data=lambda w: data_ready(w.benchmark), clip=CLIP_WEIGHTS
+    output: f"{RUNS}/{{model}}/matching_test/{{benchmark}}/matching_test.json"
+    params:
+        params=lambda w: params_file(w.model),
+        clip=clip_set,
+        variants=" ".join(S.get("matching_test", {}).get("variants", [])),
+        noise=" ".join(str(level) for level in S.get("matching_test", {}).get("noise", [])),
+    shell: "clipvis matching-test --params {params.params} --benchmark {wildcards.benchmark} --checkpoint {input.checkpoint}"
+           " --set data.root={ROOT} {params.clip} --variants {params.variants} --noise {params.noise}"
+           " --out {RUNS}/{wildcards.model}/matching_test/{wildcards.benchmark}"
+
+
+rule toy_diagnostics:
+    input:
+        infer=lambda w: expand(f"{RUNS}/{w.model}/infer/{{benchmark}}/variants.json", benchmark=S["benchmarks"]),
+        clip=CLIP_WEIGHTS,
+    output: f"{RUNS}/{{model}}/bench/toy_diagnostics.json"
+    params: params=lambda w: params_file(w.model), clip=clip_set
+    shell: "clipvis bench toy --params {params.params} --root {ROOT} --set data.root={ROOT} {params.clip}"
+           " --model-runs {RUNS}/{wildcards.model} --out {output}"

@@ -6,6 +6,8 @@ rule tables:
         complexity_targets(),
         image_targets(),
         qualitative_targets(),
+        diagnostics_targets(),
+        matching_test_targets(),
         CLIP_WEIGHTS,
     output: TABLES
     shell: "clipvis tables --scale {SCALE} --runs {RUNS_ROOT} --data {ROOT} --out {REPORTS}"

@@ -1,0 +1,225 @@
+"""`clipvis matching-test`: the temporal matching strategies on a controlled problem, a table the paper lacks.
+
+The trained network runs once over every video of a benchmark. For each noise level, every frame's
+queries then reach the matcher in a random order, with Gaussian noise added to their embeddings (of
+`noise` times the embedding's norm, on average), so that every frame needs matching and the embeddings
+are less alike than the network made them. Every strategy (a test-time variant of params/variants.yaml)
+sees the same shuffles and noise. Each is scored on
+
+- identity recovery: in every frame, each ground-truth object is owned by the query whose stride-4 mask
+  overlaps it best (IoU >= 0.5, at most one query per object); a frame is right when every owned
+  object that was owned before sits in the track slot it had when it was first owned. The share of
+  right frames among the frames with such an object;
+- video AP, APb and APn of the tracks it builds, as `clipvis score` computes them.
+
+The first row is the network's own query order (no shuffle, no noise, no matching): how well its
+queries keep their objects by themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from tqdm import tqdm
+
+from clipvis.commands.arguments import add_config_arguments, config_from_arguments
+from clipvis.errors import InputError
+from clipvis.io import write_json
+
+log = logging.getLogger(__name__)
+
+HELP = "score the matching strategies on shuffled queries with noisy embeddings (identity recovery and AP)"
+
+NETWORK_ORDER = "network order"
+OWNER_IOU = 0.5  # a query owns a ground-truth object in a frame when their masks overlap at least this much
+METRICS = ("AP", "APb", "APn")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--benchmark", required=True, help="a video benchmark with ground truth, e.g. toy_ovis")
+    parser.add_argument("--checkpoint", required=True, help="trained segmenter checkpoint (.pt)")
+    parser.add_argument("--variants", nargs="+", required=True, metavar="NAME",
+                        help="matching strategies: test-time variants of --variants-file (adjacent, T9_K3, ...)")
+    parser.add_argument("--variants-file", default="params/variants.yaml")
+    parser.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.5, 1.0, 2.0],
+                        help="noise levels: the noise's norm over the embedding's (default: 0 0.5 1 2)")
+    add_config_arguments(parser, "params YAML (default: the checkpoint's own config)")
+    parser.add_argument("--root", help="data root (default: $CLIPVIS_DATA, else the config's data.root)")
+    parser.add_argument("--out", required=True, help="output folder: matching_test.json")
+
+
+def main(args) -> int:
+    from clipvis.tracking import stage_run
+    from clipvis.video.infer_command import read_variants
+
+    cfg = config_from_arguments(args)
+    if any(level < 0 for level in args.noise):
+        raise InputError("--noise", " ".join(map(str, args.noise)), "noise levels must be 0 or more")
+    variants = {name: config_from_arguments(args, overrides)
+                for name, overrides in read_variants(args.variants_file, args.variants).items()}
+    out = Path(args.out) / "matching_test.json"
+    with stage_run(cfg, "matching_test", run_name=f"matching test {args.benchmark}",
+                   tags={"benchmark": args.benchmark}) as mlflow:
+        report = matching_test(cfg, variants, args.benchmark, args.checkpoint, args.noise, args.root)
+        write_json(out, report, indent=1)
+        mlflow.log_artifact(str(out))
+    print(out)
+    return 0
+
+
+def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Path, noise_levels: list[float],
+                  root: str | Path | None = None) -> dict:
+    """{"benchmark", "noise_levels", "rows": [{variant, noise, identity_recovery, frames, AP, APb, APn}]}: the
+    network order, then every variant at every noise level."""
+    from clipvis.data.benchmarks import get_benchmark, resolve_root
+    from clipvis.data.formats import load_video_gt
+    from clipvis.data.vocabularies import categories
+    from clipvis.evaluation.video_ap import evaluate_videos
+    from clipvis.model.checkpoint import load_model
+    from clipvis.model.text_classifier import text_embeddings
+    from clipvis.video import inference
+    from clipvis.video.frames import image_file_frames
+
+    benchmark = get_benchmark(benchmark_name)
+    if benchmark.kind != "video" or not benchmark.has_public_gt:
+        raise InputError("--benchmark", benchmark_name, "needs a video benchmark with ground truth")
+    root = resolve_root(root, cfg.data.root)
+    annotation_path, image_root = benchmark.annotation_path(root), benchmark.image_path(root)
+    gt = load_video_gt(annotation_path)
+    model = load_model(cfg, checkpoint, inference.inference_device(cfg.infer.device))
+    vocabulary = categories(benchmark, root)
+    text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
+    category_ids = [c["id"] for c in vocabulary]
+    conditions = [(NETWORK_ORDER, cfg, 0.0)] + [(name, variant, noise) for noise in noise_levels
+                                                for name, variant in variants.items()]
+    records: list[list[dict]] = [[] for _ in conditions]
+    identities = [IdentityRecovery() for _ in conditions]
+    tracks: dict[int, list[dict]] = {}
+    for annotation in gt["annotations"]:
+        tracks.setdefault(annotation["video_id"], []).append(annotation)
+
+    for video in tqdm(gt["videos"], desc=f"matching test {benchmark_name}", unit="video"):
+        # The same shuffles and noise for every strategy at a noise level: seeded by the video and the level.
+        seed = video["id"] * 1009
+        matchers = [NetworkOrder() if name == NETWORK_ORDER else
+                    ShuffledNoisyMatcher(inference.build_matcher(variant), noise, seed + round(100 * noise))
+                    for name, variant, noise in conditions]
+        for identity in identities:
+            identity.new_video()
+        streams: list = [None] * len(conditions)
+        frames = image_file_frames([image_root / name for name in video["file_names"]], video["height"],
+                                   video["width"], listed_in=annotation_path)
+        start = 0
+        try:
+            for chunk in inference.frame_chunks(frames, cfg.infer.frames_per_chunk):
+                network = inference.network_chunk(model, chunk, text, cfg)
+                owners = query_owners(network, tracks.get(video["id"], []), range(start, start + len(chunk)))
+                start += len(chunk)
+                for i, (_, variant, _) in enumerate(conditions):
+                    aligned = inference.align_chunk(network, matchers[i])
+                    if streams[i] is None:
+                        streams[i] = inference.StreamingVideo(aligned.mask_logits.shape[1], text.num_classes,
+                                                              variant.scoring, aligned.original_size)
+                    streams[i].add(aligned)
+                    identities[i].add(aligned.perms, owners)
+            for i, (_, variant, _) in enumerate(conditions):
+                records[i] += streams[i].results(variant.scoring.detections_per_video, video["id"], category_ids)
+        finally:
+            for stream in streams:
+                if stream is not None:
+                    stream.close()
+
+    rows = []
+    for (name, _, noise), found, identity in zip(conditions, records, identities):
+        metrics = evaluate_videos(gt, found, flavour=benchmark.scorer).metrics
+        rows.append({"variant": name, "noise": noise, "identity_recovery": identity.rate(), "frames": identity.frames,
+                     **{key: metrics[key] for key in METRICS}})
+    return {"benchmark": benchmark_name, "noise_levels": list(noise_levels), "rows": rows}
+
+
+class NetworkOrder:
+    """No matching: every frame's queries stay in the network's order."""
+
+    def step(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return torch.arange(embeddings.shape[0])
+
+
+class ShuffledNoisyMatcher:
+    """Hands a matcher every frame's queries in a random order with noisy embeddings; returns the permutation
+    of the frame's own queries (slot j takes query perm[j]), as the matcher's `step` does.
+
+    The noise of a query is Gaussian, scaled so that its norm is about `noise` times the embedding's.
+    Shuffles and noise come from a generator seeded with `seed`: matchers with the same seed see the same.
+    """
+
+    def __init__(self, matcher, noise: float, seed: int):
+        self.matcher, self.noise = matcher, noise
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def step(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """embeddings (Q, D) -> perm (Q,)."""
+        queries, dim = embeddings.shape
+        order = torch.randperm(queries, generator=self.generator)
+        shuffled = embeddings[order].detach().to("cpu", torch.float32)
+        noise = torch.randn(shuffled.shape, generator=self.generator)
+        noisy = shuffled + self.noise * shuffled.norm(dim=-1, keepdim=True) / math.sqrt(dim) * noise
+        return order[self.matcher.step(noisy)]
+
+
+def query_owners(network, tracks: list[dict], frames: range) -> torch.Tensor:
+    """(B, Q) the index in `tracks` of the ground-truth object each query owns in each frame of the chunk, -1
+    for none: the one-to-one assignment of highest total mask IoU at stride 4, pairs of IoU >= OWNER_IOU."""
+    from clipvis.data.datasets import decode_masks
+    from clipvis.evaluation.toy_diagnostics import ground_truth_logits
+
+    masks = network.mask_logits > 0  # (B, Q, h, w)
+    owners = torch.full(masks.shape[:2], -1, dtype=torch.int64)
+    height, width = network.original_size
+    for b, t in enumerate(frames):
+        present = [g for g, track in enumerate(tracks) if track["segmentations"][t]]
+        if not present:
+            continue
+        truth = decode_masks([tracks[g]["segmentations"][t]["counts"] for g in present], height, width)
+        truth = ground_truth_logits(truth, network.image_size, network.padded_size) > 0  # (G, h, w)
+        predicted = masks[b].flatten(1).float()
+        inter = predicted @ truth.flatten(1).float().T  # (Q, G)
+        iou = inter / (predicted.sum(1, keepdim=True) + truth.flatten(1).sum(1) - inter).clamp(min=1)
+        rows, cols = linear_sum_assignment(iou.numpy(), maximize=True)
+        for q, g in zip(rows, cols):
+            if iou[q, g] >= OWNER_IOU:
+                owners[b, q] = present[g]
+    return owners
+
+
+class IdentityRecovery:
+    """Counts the frames whose track slots keep every ground-truth object where it was first seen.
+
+    Call `new_video` before each video, then `add(perms, owners)` chunk by chunk: perms (B, Q), slot j of
+    frame b holds query perms[b, j]; owners (B, Q), the object each query owns (-1: none).
+    """
+
+    def __init__(self):
+        self.frames = 0  # frames with an owned object that was owned in an earlier frame
+        self.right = 0
+        self._first_slot: dict[int, int] = {}
+
+    def new_video(self) -> None:
+        self._first_slot = {}
+
+    def add(self, perms: torch.Tensor, owners: torch.Tensor) -> None:
+        for perm, owner in zip(perms.tolist(), owners.tolist()):
+            held = {owner[query]: slot for slot, query in enumerate(perm) if owner[query] >= 0}
+            known = {g: slot for g, slot in held.items() if g in self._first_slot}
+            if known:
+                self.frames += 1
+                self.right += all(self._first_slot[g] == slot for g, slot in known.items())
+            for g, slot in held.items():
+                self._first_slot.setdefault(g, slot)
+
+    def rate(self) -> float | None:
+        return self.right / self.frames if self.frames else None

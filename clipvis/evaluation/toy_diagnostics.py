@@ -1,0 +1,220 @@
+"""`clipvis bench toy`: what bounds the toy experiment, measured and printed as JSON.
+
+- `clip_grid`: the share of ground-truth objects (every `frame_step`-th frame of each video benchmark)
+  whose mask survives at the CLIP feature stride. The mask is resized with its frame as inference
+  resizes it, padded, averaged over the 4 x 4 cells of the mask resolution (logit 2 * cover - 1),
+  then resized to the dense CLIP map and binarised as the classifier does (`FrozenCLIP.pool_masks`).
+  A mask that comes out empty gets no CLIP class at all.
+- `gt_mask_classification`: top-1 over the whole vocabulary of mask pooling with those ground-truth
+  masks (overall, base, novel); an object whose mask vanished counts as wrong. It is the ceiling of
+  open-vocabulary classification for a segmenter with perfect masks.
+- `segmenter` (with a model's runs folder): per benchmark, the AP of the `default` variant's results
+  and its oracle-class AP (every predicted track labelled with the class of the ground truth it
+  overlaps most, identical tracks counted once: the class-agnostic quality of the masks and tracks),
+  and each variant's slot-switch rate (`matching.json` of `clipvis infer`).
+- `training`: the mean total loss over the last tenth of the logged iterations and the tenth before
+  (from MLflow); the loss still falls when the last is more than 1 % below the one before.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_api
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from clipvis.config import Config, InferConfig
+from clipvis.errors import InputError
+from clipvis.io import read_json, read_yaml
+from clipvis.model.clip_encoder import cover_logits
+
+log = logging.getLogger(__name__)
+
+VIDEO_BENCHMARKS = ("toy_lvvis", "toy_ovis")
+STILL_FALLING = 0.01  # relative drop of the loss between the last two tenths that counts as falling
+DEFAULT_VARIANT = "default"
+
+
+def run(args) -> dict:
+    from clipvis.commands.arguments import config_from_arguments
+    from clipvis.data.benchmarks import resolve_root
+
+    cfg = config_from_arguments(args, params_required=True)
+    if args.frame_step < 1:
+        raise InputError("--frame-step", str(args.frame_step), "must be at least 1")
+    root = resolve_root(args.root, cfg.data.root)
+    report = {"clip": cfg.clip.model, "infer_size": [cfg.infer.min_size, cfg.infer.max_size],
+              "frame_step": args.frame_step}
+    report |= ground_truth_masks(cfg, root, args.frame_step)
+    if args.model_runs:
+        runs = Path(args.model_runs)
+        report["segmenter"] = {name: segmenter_quality(runs / "infer" / name, name, root) for name in VIDEO_BENCHMARKS}
+        report["training"] = training_trend(runs / "train", cfg.scale)
+    return report
+
+
+# ------------------------------------------------------------------------------------ ground-truth masks
+
+
+def ground_truth_masks(cfg: Config, root: Path, frame_step: int) -> dict:
+    """{"clip_grid": {benchmark: ...}, "gt_mask_classification": {benchmark: ...}} (see the module docstring)."""
+    from clipvis.data.vocabularies import categories, novel_ids
+    from clipvis.model.clipvis_model import CLIPVIS
+    from clipvis.model.text_classifier import text_embeddings
+
+    model = CLIPVIS.from_config(cfg.model, cfg.clip).eval()  # only its CLIP and preprocessing are used
+    grid, classification = {}, {}
+    for name in VIDEO_BENCHMARKS:
+        vocabulary = categories(name, root)
+        text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
+        index = {c["id"]: i for i, c in enumerate(vocabulary)}
+        counts = classify_ground_truth(model, text, index, name, root, cfg.infer, frame_step)
+        novel = np.array([c["id"] in novel_ids(name, root) for c in vocabulary])[[index[i] for i in counts["category"]]]
+        visible, correct = counts["visible"], counts["correct"]
+        grid[name] = {"objects": len(visible), "visible": int(visible.sum()), "share": _share(visible)}
+        classification[name] = {group: _share(correct[chosen]) for group, chosen in
+                                (("overall", np.ones_like(novel)), ("base", ~novel), ("novel", novel))}
+        classification[name]["of_visible"] = _share(correct[visible])
+    return {"clip_grid": grid, "gt_mask_classification": classification}
+
+
+@torch.inference_mode()
+def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: str, root: Path, infer: InferConfig,
+                          frame_step: int) -> dict[str, np.ndarray]:
+    """Per ground-truth object in every `frame_step`-th frame: its category id, whether its mask survives at
+    the CLIP stride, and whether pooling CLIP over it gives its category (`index`: category id -> the
+    vocabulary index of `text`)."""
+    from clipvis.data.benchmarks import get_benchmark
+    from clipvis.data.datasets import decode_masks, read_rgb
+    from clipvis.data.formats import load_video_gt
+    from clipvis.model.text_classifier import classification_logits
+    from clipvis.video.frames import resize_for_inference
+
+    benchmark = get_benchmark(benchmark_name)
+    annotation_path, image_root = benchmark.annotation_path(root), benchmark.image_path(root)
+    gt = load_video_gt(annotation_path)
+    tracks: dict[int, list[dict]] = {}
+    for annotation in gt["annotations"]:
+        tracks.setdefault(annotation["video_id"], []).append(annotation)
+    category, visible, correct = [], [], []
+    for video in tqdm(gt["videos"], desc=f"ground-truth masks {benchmark_name}", unit="video"):
+        height, width = video["height"], video["width"]
+        for t in range(0, video["length"], frame_step):
+            present = [a for a in tracks.get(video["id"], []) if a["segmentations"][t]]
+            if not present:
+                continue
+            frame = read_rgb(image_root / video["file_names"][t], height, width, annotation_path)
+            resized = resize_for_inference(frame, infer.min_size, infer.max_size, infer.resize)
+            images = model.preprocess([resized])
+            dense = model.clip.features(images)["clip_dense"]
+            masks = decode_masks([a["segmentations"][t]["counts"] for a in present], height, width)
+            logits = ground_truth_logits(masks, tuple(resized.shape[-2:]), tuple(images.shape[-2:]))
+            embeddings, valid = model.clip.pool_masks(dense, logits[None])
+            scores = classification_logits(embeddings, text.embeddings, text.synonym_class, text.num_classes,
+                                           model.clip.logit_scale, valid)[0]  # (N, C)
+            labels = torch.tensor([index[a["category_id"]] for a in present])
+            category += [a["category_id"] for a in present]
+            visible += valid[0].tolist()
+            correct += (valid[0] & (scores.argmax(-1) == labels)).tolist()
+    return {"category": np.array(category, dtype=np.int64), "visible": np.array(visible, dtype=bool),
+            "correct": np.array(correct, dtype=bool)}
+
+
+def ground_truth_logits(masks: torch.Tensor, image_size: tuple[int, int], padded_size: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W) bool at the original size -> (N, Hp/4, Wp/4) logits in [-1, 1]: the masks resized as their
+    frame is (bilinear, antialiased), padded, and averaged over each 4 x 4 cell; positive where more than
+    half of a cell is covered."""
+    x = masks[None].float()
+    if tuple(masks.shape[-2:]) != image_size:
+        x = F.interpolate(x, size=image_size, mode="bilinear", antialias=True, align_corners=False)
+    return cover_logits(F.pad(x, (0, padded_size[1] - image_size[1], 0, padded_size[0] - image_size[0]))[0])
+
+
+# ------------------------------------------------------------------------------------ the trained segmenter
+
+
+def segmenter_quality(infer_dir: Path, benchmark_name: str, root: Path) -> dict:
+    """AP and oracle-class AP of the default variant's results, and every variant's slot-switch rate."""
+    from clipvis.data.benchmarks import get_benchmark
+    from clipvis.data.formats import load_video_gt, load_video_results
+    from clipvis.evaluation.video_ap import evaluate_videos
+
+    manifest = infer_dir / "variants.json"
+    if not manifest.is_file():
+        raise InputError(manifest, "", f"not found; run `clipvis infer --variants ...` on {benchmark_name} first")
+    benchmark = get_benchmark(benchmark_name)
+    gt = load_video_gt(benchmark.annotation_path(root))
+    results = load_video_results(infer_dir / DEFAULT_VARIANT / "results.json", gt)
+    metrics = evaluate_videos(gt, results, flavour=benchmark.scorer).metrics
+    oracle = evaluate_videos(gt, oracle_class_results(gt, results), flavour=benchmark.scorer).metrics
+    switches = {name: read_json(infer_dir / name / "matching.json")["switch_rate"]
+                for name in read_json(manifest)["variants"]}
+    return {"AP": metrics["AP"], "APb": metrics["APb"], "APn": metrics["APn"], "oracle_class_AP": oracle["AP"],
+            "slot_switch_rate": switches}
+
+
+def oracle_class_results(gt: dict, results: list[dict]) -> list[dict]:
+    """The results with each track labelled with the category of the ground-truth track of its video that it
+    overlaps most (video IoU, as the scorers compute it; tracks overlapping none keep their label), and
+    tracks with identical masks (one track slot selected with several labels) kept once, at the best score."""
+    by_video: dict[int, list[dict]] = {}
+    for annotation in gt["annotations"]:
+        by_video.setdefault(annotation["video_id"], []).append(annotation)
+    seen, relabelled = set(), []
+    for result in sorted(results, key=lambda r: -r["score"]):
+        key = (result["video_id"], tuple(m["counts"] if m else None for m in result["segmentations"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        truths = by_video.get(result["video_id"], [])
+        ious = [video_iou(result["segmentations"], truth["segmentations"]) for truth in truths]
+        best = int(np.argmax(ious)) if ious and max(ious) > 0 else None
+        relabelled.append({**result, "category_id": truths[best]["category_id"] if best is not None
+                           else result["category_id"]})
+    return relabelled
+
+
+def video_iou(prediction: list, truth: list) -> float:
+    """Video IoU of two tracks (per frame an RLE or None): intersections summed over the frames where both are
+    present, over the union summed over every frame where either is."""
+    intersection = union = 0.0
+    for mine, theirs in zip(prediction, truth):
+        if mine and theirs:
+            inter = float(mask_api.area(mask_api.merge([mine, theirs], intersect=True)))
+            intersection += inter
+            union += float(mask_api.area(mine)) + float(mask_api.area(theirs)) - inter
+        elif mine or theirs:
+            union += float(mask_api.area(mine or theirs))
+    return intersection / union if union else 0.0
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def training_trend(train_dir: Path, scale: str) -> dict:
+    """The final total loss (mean over the last tenth of the logged iterations), the tenth before, and whether
+    the loss still falls."""
+    from mlflow.tracking import MlflowClient
+
+    from clipvis.tracking import tracking_uri, training_history
+
+    config_path = train_dir / "config.yaml"
+    if not config_path.is_file():
+        raise InputError(config_path, "", "not found; train the model first (`clipvis train`)")
+    history = training_history(MlflowClient(tracking_uri()), read_yaml(config_path), scale).get("total", {})
+    if len(history) < 2:
+        raise InputError(config_path, "", "no training losses in the MLflow store for this config")
+    steps = sorted(history)
+    tenth = max(1, len(steps) // 10)
+    last = float(np.mean([history[s] for s in steps[-tenth:]]))
+    before = float(np.mean([history[s] for s in steps[-2 * tenth:-tenth]]))
+    return {"iterations": steps[-1], "final_loss": round(last, 4), "previous_loss": round(before, 4),
+            "relative_change": round(last / before - 1, 4), "still_falling": last < before * (1 - STILL_FALLING)}
+
+
+def _share(flags: np.ndarray) -> float | None:
+    return round(float(flags.mean()), 4) if len(flags) else None

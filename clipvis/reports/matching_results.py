@@ -1,0 +1,79 @@
+"""The controlled matching test (`clipvis matching-test`) for the report: beside Table V, a table the paper lacks.
+
+Read from runs/{scale}/{model}/matching_test/{benchmark}/matching_test.json. One row per matching strategy
+(a test-time variant), two columns per noise level: identity recovery (% of frames whose track slots keep
+every object where it was first seen) and video AP x 100. Rendered as HTML (index.html) and Markdown
+(tables/matching_test.md), and listed flat in summary.json
+("matching_test/{model}/{benchmark}/{variant} noise {level} {identity %|AP}").
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from clipvis.io import read_json
+from clipvis.reports.paper_numbers import Scale
+
+CAPTION = ("Temporal matching under control (ours; the paper has no such table): on {benchmark}, every frame's "
+           "queries reach the matcher in a random order with Gaussian noise on their embeddings (noise: its norm "
+           "over the embedding's). Identity: % of frames whose track slots keep every ground-truth object where it "
+           "was first seen; AP: video AP x 100. The first row is the network's own query order, unshuffled and "
+           "unmatched.")
+
+
+def matching_tests(scale: Scale, runs_dir: str | Path) -> dict[tuple[str, str], dict]:
+    """{(model, benchmark): the matching_test.json report} for every matching test of this scale, sorted."""
+    return {(path.parents[2].name, path.parent.name): read_json(path)
+            for path in sorted(Path(runs_dir, scale).glob("*/matching_test/*/matching_test.json"))}
+
+
+def matching_values(tests: dict[tuple[str, str], dict]) -> dict[str, float]:
+    """Identity recovery (%) and AP x 100 flat, as summary.json lists them."""
+    values = {}
+    for (model, benchmark), report in tests.items():
+        for row in report["rows"]:
+            key = f"matching_test/{model}/{benchmark}/{row['variant']} noise {row['noise']:g}"
+            for name, number in (("identity %", row["identity_recovery"]), ("AP", row["AP"])):
+                if number is not None:
+                    values[f"{key} {name}"] = round(100 * number, 3)
+    return values
+
+
+def table_grid(report: dict) -> tuple[list[float], list[tuple[str, dict[float, dict]]]]:
+    """The noise levels, and per variant (in report order) its row of each noise level."""
+    variants: dict[str, dict[float, dict]] = {}
+    for row in report["rows"]:
+        variants.setdefault(row["variant"], {})[row["noise"]] = row
+    return report["noise_levels"], list(variants.items())
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{100 * value:.1f}"
+
+
+def render_matching_html(model: str, benchmark: str, report: dict) -> str:
+    levels, variants = table_grid(report)
+    top = "".join(f'<th colspan="2">noise {level:g}</th>' for level in levels)
+    sub = "<th>identity %</th><th>AP</th>" * len(levels)
+    rows = []
+    for variant, by_level in variants:
+        cells = "".join(f'<td class="cell measured"><span class="ours">{_number(by_level[level][key])}</span></td>'
+                        if level in by_level else '<td class="cell na"></td>'
+                        for level in levels for key in ("identity_recovery", "AP"))
+        rows.append(f"<tr><td><code>{html.escape(variant)}</code></td>{cells}</tr>")
+    caption = html.escape(CAPTION.format(benchmark=benchmark) + f" Model: {model}.")
+    return (f'<table class="results" id="matching_test"><caption>{caption}</caption><thead><tr><th></th>{top}</tr>'
+            f'<tr><th>matching</th>{sub}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def render_matching_markdown(model: str, benchmark: str, report: dict) -> str:
+    levels, variants = table_grid(report)
+    headers = ["matching"] + [f"noise {level:g} {key}" for level in levels for key in ("identity %", "AP")]
+    lines = [f"### Matching test ({model} on {benchmark})", "", "| " + " | ".join(headers) + " |",
+             "|---|" + "---:|" * (len(headers) - 1)]
+    for variant, by_level in variants:
+        cells = [_number(by_level[level][key]) if level in by_level else ""
+                 for level in levels for key in ("identity_recovery", "AP")]
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", CAPTION.format(benchmark=benchmark), ""])
