@@ -12,22 +12,22 @@ import logging
 import sys
 
 from clipvis.errors import InputError
-from clipvis.io import os_problem
+from clipvis.files import os_problem
 
 COMMANDS = {
-    "data": "clipvis.data.command",
-    "embed": "clipvis.model.embed_command",
-    "train": "clipvis.train_command",
-    "finetune": "clipvis.train_command",
-    "pretrain-clip": "clipvis.pretrain_clip_command",
-    "infer": "clipvis.video.infer_command",
-    "segment": "clipvis.video.segment_command",
-    "score": "clipvis.evaluation.command",
-    "eval-images": "clipvis.evaluation.images_command",
-    "matching-test": "clipvis.evaluation.matching_test",
-    "tables": "clipvis.reports.command",
-    "compare": "clipvis.reports.compare_command",
-    "bench": "clipvis.bench",
+    "data": "clipvis.commands.data",
+    "embed": "clipvis.commands.embed",
+    "train": "clipvis.commands.train",
+    "finetune": "clipvis.commands.train",
+    "pretrain-clip": "clipvis.commands.pretrain_clip",
+    "infer": "clipvis.commands.infer",
+    "segment": "clipvis.commands.segment",
+    "score": "clipvis.commands.score",
+    "eval-images": "clipvis.commands.eval_images",
+    "matching-test": "clipvis.bench.matching",
+    "tables": "clipvis.commands.tables",
+    "compare": "clipvis.commands.compare",
+    "bench": "clipvis.commands.bench",
     "import-checkpoint": "clipvis.commands.import_checkpoint",
     "export-checkpoint": "clipvis.commands.export_checkpoint",
 }

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from clipvis.errors import InputError
-from clipvis.io import read_yaml, write_yaml
+from clipvis.files import read_yaml, write_yaml
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ def private_mlflow_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A tiny toy world (data root) shared by the tests that only read it."""
-    from clipvis.data.toy_datasets import generate_toy_world
+    from clipvis.toy.generate import generate_toy_world
 
     root = tmp_path_factory.mktemp("data")
     generate_toy_world(TINY_WORLD, root, samples_path=None)

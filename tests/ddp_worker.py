@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from clipvis.config import Config
-import clipvis.train
+import clipvis.training.loop
 from clipvis.model.clipvis_model import CLIPVIS
 
 
@@ -25,14 +25,14 @@ def train_rank(rank: int, world_size: int, port: int, cfg: Config, out_dir: Path
         return built[-1]
 
     batch_sizes = []
-    step = clipvis.train.train_step
+    step = clipvis.training.loop.train_step
 
     def count(trained, model, criterion, optimizer, batch, *args):
         batch_sizes.append(len(batch))
         return step(trained, model, criterion, optimizer, batch, *args)
 
     CLIPVIS.from_config = keep  # this process only: a spawned child of the test
-    clipvis.train.train_step = count
-    clipvis.train.train(cfg, out_dir, tracking=False)
+    clipvis.training.loop.train_step = count
+    clipvis.training.loop.train(cfg, out_dir, tracking=False)
     torch.save({"model": built[0].trainable_state_dict(), "batch_sizes": batch_sizes}, out_dir / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clipvis.data.benchmarks import BENCHMARKS, get_benchmark, missing_paths, resolve_root
+from clipvis.data.registry import BENCHMARKS, get_benchmark, missing_paths, resolve_root
 from clipvis.data.vocabularies import categories, category_groups, novel_ids, vocabulary
 from clipvis.errors import InputError
 

@@ -5,8 +5,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-import clipvis.model.criterion as criterion_module
-from clipvis.model.criterion import (
+import clipvis.training.criterion as criterion_module
+from clipvis.training.criterion import (
     SetCriterion,
     dice_loss,
     iou_l1_loss,
@@ -14,8 +14,8 @@ from clipvis.model.criterion import (
     sigmoid_bce_loss,
     total_instances,
 )
-from clipvis.model.matcher import HungarianMatcher
-from clipvis.model.point_sampling import point_sample, uncertain_point_coords
+from clipvis.training.matcher import HungarianMatcher
+from clipvis.training.point_sampling import point_sample, uncertain_point_coords
 
 LN3 = math.log(3.0)
 

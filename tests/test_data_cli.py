@@ -19,7 +19,7 @@ import pytest
 from clipvis.cli import main
 from clipvis.config import ToyWorldConfig
 from clipvis.data import derived
-from clipvis.data.benchmarks import BENCHMARKS, TOY_BENCHMARKS, RemoteFile
+from clipvis.data.registry import BENCHMARKS, TOY_BENCHMARKS, RemoteFile
 from clipvis.data.formats import load_video_gt
 from clipvis.data.released import RELEASED, RELEASED_BY_MODEL
 from clipvis.data.vocabularies import novel_ids, vocabulary

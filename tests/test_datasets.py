@@ -10,7 +10,7 @@ from clipvis.config import ToyWorldConfig, TrainConfig
 from clipvis.data.augmentation import LargeScaleJitter
 from clipvis.data.datasets import (ImageInstanceDataset, VideoFrameDataset, build_train_dataset, collate,
                                    remove_categories, train_loader)
-from clipvis.data.toy_datasets import generate_toy_world
+from clipvis.toy.generate import generate_toy_world
 from clipvis.data.samplers import RepeatFactorTrainingSampler, TrainingSampler, build_train_sampler
 from clipvis.errors import InputError
 

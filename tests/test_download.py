@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from clipvis.data.benchmarks import RemoteFile
+from clipvis.data.registry import RemoteFile
 from clipvis.data.download import download, extracted_marker, part_path
 from clipvis.errors import InputError
 

@@ -15,13 +15,13 @@ import torch
 from clipvis import cli, tracking
 from clipvis.config import InferConfig, ScoringConfig, load_config
 from clipvis.data.formats import load_image_gt
-from clipvis.data.toy_datasets import dataset_scenes, generate_toy_world
-from clipvis.data.toy_render import render_scene
-from clipvis.data.toy_world import make_categories
+from clipvis.toy.generate import dataset_scenes, generate_toy_world
+from clipvis.toy.render import render_scene
+from clipvis.toy.world import make_categories
 from clipvis.errors import InputError
-from clipvis.evaluation import images_command
+from clipvis.commands import eval_images as images_command
 from clipvis.evaluation.image_ap import image_ap, segment_image
-from clipvis.io import read_json
+from clipvis.files import read_json
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.checkpoint import save_checkpoint
 

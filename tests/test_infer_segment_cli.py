@@ -13,7 +13,9 @@ from clipvis.config import load_config
 from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.checkpoint import save_checkpoint
-from clipvis.video import infer_command, inference, segment_command
+from clipvis.commands import infer as infer_command
+from clipvis.commands import segment as segment_command
+from clipvis.video import inference
 from clipvis.reports import overlays
 from clipvis.reports.overlays import write_mp4
 from conftest import FakeMlflow
@@ -224,7 +226,7 @@ def test_a_second_checkpoint_on_the_same_out_redoes_every_video(world, tmp_path,
 
 def test_a_second_writer_on_the_same_out_stops_at_once(world, tmp_path, capsys):
     from clipvis import cli
-    from clipvis.io import output_lock
+    from clipvis.files import output_lock
 
     out = tmp_path / "out"
     with output_lock(out):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from clipvis.model.matcher import HungarianMatcher, assign, pairwise_dice, pairwise_sigmoid_bce
+from clipvis.training.matcher import HungarianMatcher, assign, pairwise_dice, pairwise_sigmoid_bce
 
 LN3 = math.log(3.0)
 # Two predictions read at two points: σ = (0.5, 0.5) and (0.75, 0.25).

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from clipvis.video.matching import STRATEGIES, TemporalMatcher, match_video
+from clipvis.video.query_matching import STRATEGIES, TemporalMatcher, match_video
 
 
 def unit(*values):

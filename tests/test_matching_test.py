@@ -9,11 +9,11 @@ import pycocotools.mask as mask_api
 import torch
 
 from clipvis.config import load_config
-from clipvis.evaluation import matching_test
+from clipvis.bench import matching as matching_test
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.checkpoint import save_checkpoint
 from clipvis.video.inference import AlignedFrames, empty_rle
-from clipvis.video.matching import TemporalMatcher
+from clipvis.video.query_matching import TemporalMatcher
 from conftest import TINY_MODEL
 
 

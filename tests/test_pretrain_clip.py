@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from clipvis import pretrain_clip_command
+from clipvis.commands import pretrain_clip as pretrain_clip_command
 from clipvis.errors import InputError
 from clipvis.model.clip_encoder import FrozenCLIP
 from clipvis.model.text_classifier import TEMPLATES, class_text_embeddings
-from clipvis.pretrain_clip import (CaptionPairs, ViewSampler, content_groups, contrastive_loss, flip_and_turn,
+from clipvis.toy.clip_pretrain import (CaptionPairs, ViewSampler, content_groups, contrastive_loss, flip_and_turn,
                                    heldout_crops, image_texts, load_caption_pairs, object_crop, save_checkpoint,
                                    train_clip, warmup_cosine, zero_shot_accuracy)
 

@@ -15,7 +15,7 @@ import torch
 from clipvis import cli
 from clipvis.config import load_config
 from clipvis.data.vocabularies import user_vocabulary
-from clipvis.io import atomic_path, read_yaml, remove_stale_temporaries, write_json
+from clipvis.files import atomic_path, read_yaml, remove_stale_temporaries, write_json
 from clipvis.model.checkpoint import build_model, save_checkpoint
 from conftest import TINY_MODEL
 

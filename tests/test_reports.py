@@ -14,8 +14,9 @@ from PIL import Image
 
 from clipvis.config import load_config, save_config
 from clipvis.errors import InputError
-from clipvis.io import read_yaml
-from clipvis.reports import command, paper_numbers, plots
+from clipvis.files import read_yaml
+from clipvis.commands import tables as command
+from clipvis.reports import paper_numbers, plots
 from clipvis.tracking import training_history
 from clipvis.reports.tables import (DASH, MISSING, NOT_AT_TOY, SERVER, UNDEFINED, build_tables, render_markdown,
                                     write_tables)
@@ -291,7 +292,7 @@ def put_matching_results(runs, data_root):
     """Results of the default and adjacent variants on toy_lvvis: the same box track, except in the second
     video, where adjacent matching switches identity halfway through. Returns the videos."""
     from clipvis.reports.qualitative import results_path
-    from clipvis.video.infer_command import benchmark_videos
+    from clipvis.commands.infer import benchmark_videos
 
     videos = benchmark_videos(data_root / "toy" / "toy_lvvis" / "annotations.json")
     results = {"default": [], "adjacent": []}

@@ -88,7 +88,7 @@ def test_bench_score_runs_on_a_tiny_problem(capsys):
 
 def test_scores_every_variant_of_an_infer_run_against_a_registered_benchmark(tiny_world, tmp_path):
     from clipvis.cli import main
-    from clipvis.io import read_json, write_json
+    from clipvis.files import read_json, write_json
 
     gt = read_json(tiny_world / "toy" / "toy_lvvis" / "annotations.json")
     perfect = [{"video_id": a["video_id"], "category_id": a["category_id"], "score": 0.9,
@@ -124,7 +124,7 @@ def mlflow_runs(store):
 
 def test_scores_of_variants_are_logged_as_nested_mlflow_runs(tiny_world, tmp_path, monkeypatch):
     from clipvis.config import load_config, save_config
-    from clipvis.io import read_json, write_json
+    from clipvis.files import read_json, write_json
 
     store = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")

@@ -3,7 +3,7 @@ import math
 import torch
 
 from clipvis.config import ScoringConfig
-from clipvis.model.scoring import VideoScoreSums, image_scores, video_scores
+from clipvis.model.weighted_scores import VideoScoreSums, image_scores, video_scores
 
 
 def logits_for(probs):

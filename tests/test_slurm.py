@@ -18,7 +18,7 @@ from clipvis import cli
 from clipvis.config import Config, load_config, save_config
 from clipvis.launch import DistributedCall, launch, submit
 from clipvis.model.checkpoint import load_checkpoint
-from clipvis.train import CHECKPOINT_FINAL, CHECKPOINT_LAST, train
+from clipvis.training.loop import CHECKPOINT_FINAL, CHECKPOINT_LAST, train
 from conftest import TINY_MODEL
 from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 

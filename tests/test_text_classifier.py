@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from clipvis.errors import InputError
-from clipvis.model import embed_command, text_classifier
+from clipvis.commands import embed as embed_command
+from clipvis.model import text_classifier
 from clipvis.model.clip_encoder import FrozenCLIP
 from clipvis.model.text_classifier import (TEMPLATES, class_text_embeddings, classification_logits,
                                            encode_prompts, split_synonyms, text_embeddings)

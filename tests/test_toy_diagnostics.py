@@ -9,10 +9,10 @@ import pycocotools.mask as mask_api
 import pytest
 import torch
 
-from clipvis import bench
+from clipvis.commands import bench
 from clipvis.config import load_config, save_config
-from clipvis.evaluation import toy_diagnostics
-from clipvis.io import read_json
+from clipvis.bench import toy as toy_diagnostics
+from clipvis.files import read_json
 from clipvis.model.clip_encoder import FrozenCLIP
 from conftest import TINY_MODEL
 

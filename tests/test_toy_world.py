@@ -13,12 +13,12 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from clipvis.config import ToyWorldConfig
-from clipvis.data import toy_datasets
-from clipvis.data.toy_datasets import caption_scene, dataset_scenes, generate_toy_world
-from clipvis.data.toy_render import render_scene
-from clipvis.data.toy_world import EXIT, make_categories
+from clipvis.toy import generate as toy_datasets
+from clipvis.toy.generate import caption_scene, dataset_scenes, generate_toy_world
+from clipvis.toy.render import render_scene
+from clipvis.toy.world import EXIT, make_categories
 from clipvis.errors import InputError
-from clipvis.io import read_json
+from clipvis.files import read_json
 
 TINY = ToyWorldConfig(frame_size=48, min_frames=12, max_frames=14, train_images=6, val_images=4, train_videos=2,
                       val_videos=3, ovis_videos=2, caption_images=8, heldout_captions=4)
@@ -260,7 +260,7 @@ def test_second_run_skips_and_a_new_config_regenerates(tmp_path, caplog):
     toy = generate_toy_world(TINY, tmp_path, samples_path=None)
     annotations = toy / "toy_ovis" / "annotations.json"
     stamp = annotations.stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="clipvis.data.toy_datasets"):
+    with caplog.at_level(logging.INFO, logger="clipvis.toy.generate"):
         generate_toy_world(TINY, tmp_path, samples_path=tmp_path / "samples.png")
     assert "skipping" in caplog.text
     assert annotations.stat().st_mtime_ns == stamp

@@ -4,7 +4,7 @@ import torch
 from clipvis.errors import InputError
 from clipvis.model.checkpoint import check_architecture, load_checkpoint
 from clipvis.model.clipvis_model import CLIPVIS, pad_target_masks
-from clipvis.train import build_criterion, build_optimizer, train, train_step
+from clipvis.training.loop import build_criterion, build_optimizer, train, train_step
 
 
 def trainable(path):

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from clipvis.config import load_config
 from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
-from clipvis.model.scoring import video_scores
+from clipvis.model.weighted_scores import video_scores
 from clipvis.model.text_classifier import text_embeddings
 from clipvis.video.frames import resize_for_inference
 from clipvis.video.inference import (AlignedFrames, SlotSwitches, SpilledFrames, StreamingVideo, build_matcher,
                                      empty_rle, mask_score_terms, masks_to_original, segment_video,
                                      segment_video_variants, select_instances)
-from clipvis.video.matching import match_video
+from clipvis.video.query_matching import match_video
 
 TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.mask_dim=32", "model.num_queries=10",
               "model.heads=4", "model.enc_layers=1", "model.dec_layers=3", "model.dec_ffn_dim=64",

@@ -23,7 +23,7 @@ from pathlib import Path
 import pycocotools.mask as mask_api
 
 from clipvis.data.formats import JsonChecker
-from clipvis.io import read_json, write_json
+from clipvis.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from PIL import Image, ImageOps
 
 from clipvis.config import TrainConfig
 from clipvis.data.augmentation import Augmentation, build_augmentation
-from clipvis.data.benchmarks import get_benchmark, missing_paths
+from clipvis.data.registry import get_benchmark, missing_paths
 from clipvis.data.formats import load_image_gt, load_video_gt
 from clipvis.errors import InputError
-from clipvis.io import relative_file_name
+from clipvis.files import relative_file_name
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from clipvis.data.burst import write_burst_conversion
 from clipvis.data.formats import JsonChecker
-from clipvis.io import read_json, write_json
+from clipvis.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 

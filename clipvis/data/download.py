@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clipvis.data.benchmarks import RemoteFile
+from clipvis.data.registry import RemoteFile
 from clipvis.errors import InputError
-from clipvis.io import write_text
+from clipvis.files import write_text
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import pycocotools.mask as mask_api
 from tqdm import tqdm
 
 from clipvis.errors import InputError
-from clipvis.io import read_json, write_json
+from clipvis.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 

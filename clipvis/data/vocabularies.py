@@ -12,9 +12,9 @@ import logging
 from functools import cache
 from pathlib import Path
 
-from clipvis.data.benchmarks import Benchmark, get_benchmark
+from clipvis.data.registry import Benchmark, get_benchmark
 from clipvis.errors import InputError
-from clipvis.io import read_json, read_text
+from clipvis.files import read_json, read_text
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from pycocotools.cocoeval import COCOeval
 
 from clipvis.config import InferConfig, ScoringConfig
 from clipvis.model.clipvis_model import CLIPVIS
-from clipvis.model.scoring import image_scores
+from clipvis.model.weighted_scores import image_scores
 from clipvis.model.text_classifier import TextEmbeddings
 from clipvis.video.frames import resize_for_inference
 from clipvis.video.inference import (MASK_SCORE_EPS, UPSAMPLE_QUERIES, encode_masks, mask_score_terms,

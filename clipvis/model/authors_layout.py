@@ -25,7 +25,7 @@ import torch
 
 from clipvis.config import Config, load_config
 from clipvis.errors import InputError
-from clipvis.io import atomic_path
+from clipvis.files import atomic_path
 from clipvis.model.checkpoint import (CHECKPOINT_CLIP, checkpoint_config, load_checkpoint, read_torch_file,
                                       save_checkpoint)
 from clipvis.model.clip_encoder import FrozenCLIP, state_sha256, uses_quick_gelu

@@ -24,7 +24,7 @@ import torch
 
 from clipvis.config import Config, is_overridden, load_config, to_dict
 from clipvis.errors import InputError
-from clipvis.io import atomic_path
+from clipvis.files import atomic_path
 from clipvis.model.clip_encoder import FrozenCLIP, state_sha256, uses_quick_gelu
 from clipvis.model.clipvis_model import CLIPVIS
 

@@ -24,7 +24,7 @@ from timm.models.convnext import ConvNeXt
 from torch import nn
 
 from clipvis.errors import InputError
-from clipvis.io import file_sha256
+from clipvis.files import file_sha256
 
 log = logging.getLogger(__name__)
 

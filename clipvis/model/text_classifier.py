@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from clipvis.errors import InputError
-from clipvis.io import atomic_path
+from clipvis.files import atomic_path
 from clipvis.model.clip_encoder import FrozenCLIP
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from clipvis.io import read_json
+from clipvis.files import read_json
 from clipvis.reports.paper_numbers import Scale
 
 VIEWS = {"zero_shot_top1": "crops", "zero_shot_top1_whole_image": "whole images"}

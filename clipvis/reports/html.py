@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipvis.io import atomic_path, write_text
+from clipvis.files import atomic_path, write_text
 from clipvis.reports import clip_results, diagnostics_results, image_results, matching_results, plots, qualitative
 from clipvis.reports.paper_numbers import Scale
 from clipvis.reports.tables import build_tables, render_html, write_tables

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from clipvis.io import read_json
+from clipvis.files import read_json
 from clipvis.reports.paper_numbers import Scale
 
 CAPTION = ("Temporal matching under control (ours; the paper has no such table): on {benchmark}, every frame's "

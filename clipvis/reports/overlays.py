@@ -19,7 +19,7 @@ import numpy as np
 import pycocotools.mask as mask_api
 from PIL import Image, ImageDraw, ImageFont
 
-from clipvis.io import atomic_path
+from clipvis.files import atomic_path
 
 MASK_ALPHA = 0.45
 GOLDEN_RATIO = 0.618033988749895

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipvis.io import atomic_path, read_yaml
+from clipvis.files import atomic_path, read_yaml
 from clipvis.reports.paper_numbers import R50_LVIS, TABLE5, TK_PAPER, Scale, tk_variant
 from clipvis.reports.tables import measure
 

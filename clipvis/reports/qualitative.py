@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipvis.io import read_json
+from clipvis.files import read_json
 from clipvis.reports import overlays
 from clipvis.reports.paper_numbers import R50_LVIS, Scale
 from clipvis.reports.plots import HEATMAP_COLUMN
@@ -36,10 +36,10 @@ def write_matching_gifs(scale: Scale, runs_dir: str | Path, data_root: str | Pat
                         videos: int = 2) -> list[Path]:
     """out_dir/matching_{video_id}.gif for up to `videos` videos of the LV-VIS stand-in whose tracks differ
     between the variants (else the first ones); none when either variant's results or the frames are absent."""
-    from clipvis.data.benchmarks import get_benchmark
+    from clipvis.data.registry import get_benchmark
     from clipvis.data.vocabularies import categories
     from clipvis.video.frames import image_file_frames
-    from clipvis.video.infer_command import benchmark_videos
+    from clipvis.commands.infer import benchmark_videos
 
     model, benchmark = R50_LVIS[scale], get_benchmark(HEATMAP_COLUMN.benchmark_at(scale))
     paths = {variant: results_path(runs_dir, scale, model, benchmark.name, variant) for variant in VARIANTS}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from clipvis.errors import InputError
-from clipvis.io import read_json, write_text
+from clipvis.files import read_json, write_text
 from clipvis.reports.paper_numbers import TABLES, Column, PaperTable, Scale
 
 MISSING = "missing"
@@ -148,7 +148,7 @@ def format_number(value: float, metric: str) -> str:
 
 
 def _has_public_gt(benchmark: str) -> bool:
-    from clipvis.data.benchmarks import get_benchmark
+    from clipvis.data.registry import get_benchmark
 
     return get_benchmark(benchmark).has_public_gt
 

@@ -46,10 +46,10 @@ import torch.nn.functional as F
 from clipvis.config import Config, ScoringConfig
 from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
-from clipvis.model.scoring import VideoScoreSums
+from clipvis.model.weighted_scores import VideoScoreSums
 from clipvis.model.text_classifier import TextEmbeddings
 from clipvis.video.frames import resize_for_inference
-from clipvis.video.matching import TemporalMatcher
+from clipvis.video.query_matching import TemporalMatcher
 
 log = logging.getLogger(__name__)
 

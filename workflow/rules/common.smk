@@ -1,7 +1,7 @@
 # Targets and lookups shared by the rules (configuration only; no stage logic).
 
 from clipvis.config import load_config
-from clipvis.data.benchmarks import get_benchmark
+from clipvis.data.registry import get_benchmark
 from clipvis.data.released import RELEASED_BY_MODEL
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from clipvis.commands.arguments import check_output_file, check_output_folder
 from clipvis.errors import InputError
 from clipvis.evaluation.video_ap import FLAVOURS
-from clipvis.io import output_lock
+from clipvis.files import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def main(args) -> int:
 
 def _score(args, gt_path: Path, flavour: str, files: dict[str, tuple[Path, Path]]) -> int:
     from clipvis.data.formats import load_video_gt
-    from clipvis.io import write_json
+    from clipvis.files import write_json
 
     gt = load_video_gt(gt_path)
     configs = _saved_configs({name: results for name, (results, _) in files.items()})
@@ -101,7 +101,7 @@ def _score(args, gt_path: Path, flavour: str, files: dict[str, tuple[Path, Path]
 
 
 def _listed_variants(manifest: Path) -> list[str]:
-    from clipvis.io import read_json
+    from clipvis.files import read_json
 
     listed = read_json(manifest)
     variants = listed.get("variants") if isinstance(listed, dict) else None
@@ -152,7 +152,7 @@ def _truth(args) -> tuple[Path, str]:
     """The ground-truth file and the scorer flavour, from --gt/--flavour or the benchmark registry."""
     if args.gt:
         return Path(args.gt), args.flavour or "lvvis"
-    from clipvis.data.benchmarks import get_benchmark, resolve_root
+    from clipvis.data.registry import get_benchmark, resolve_root
 
     benchmark = get_benchmark(args.benchmark)
     if not benchmark.has_public_gt or benchmark.scorer is None:
@@ -165,7 +165,7 @@ def score_file(gt: dict, gt_path, results_path, flavour: str, strict_matching: b
     """Score one results file against loaded ground truth; write the metrics JSON and CSV; return the metrics."""
     from clipvis.data.formats import load_video_results
     from clipvis.evaluation.video_ap import evaluate_videos
-    from clipvis.io import write_json, write_text
+    from clipvis.files import write_json, write_text
 
     results = load_video_results(results_path, gt)
     scored = evaluate_videos(gt, results, flavour=flavour, strict_matching=strict_matching)

@@ -15,12 +15,12 @@ HELP = "measure speed and memory; prints JSON"
 
 # topic -> (function "module:name", help)
 TOPICS = {
-    "score": ("clipvis.evaluation.bench:run", "the video AP scorer on an LV-VIS-sized problem"),
-    "model": ("clipvis.model.bench:run_model", "per-frame time of each model part, RN50 and ConvNeXt-B"),
-    "complexity": ("clipvis.model.bench:run_complexity", "FLOPs and frames/s of a trained model (Table VI)"),
-    "infer": ("clipvis.video.bench:run_infer", "frames/s of streaming inference and its time shares"),
-    "memory": ("clipvis.video.bench:run_memory", "peak memory of a 100- vs 1,000-frame video"),
-    "toy": ("clipvis.evaluation.toy_diagnostics:run",
+    "score": ("clipvis.bench.scorer:run", "the video AP scorer on an LV-VIS-sized problem"),
+    "model": ("clipvis.bench.model:run_model", "per-frame time of each model part, RN50 and ConvNeXt-B"),
+    "complexity": ("clipvis.bench.model:run_complexity", "FLOPs and frames/s of a trained model (Table VI)"),
+    "infer": ("clipvis.bench.inference:run_infer", "frames/s of streaming inference and its time shares"),
+    "memory": ("clipvis.bench.inference:run_memory", "peak memory of a 100- vs 1,000-frame video"),
+    "toy": ("clipvis.bench.toy:run",
             "what bounds the toy experiment: CLIP-grid visibility, ground-truth-mask classification, "
             "oracle-class AP, slot switches, training loss"),
 }
@@ -63,7 +63,7 @@ def main(args) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        from clipvis.io import write_text
+        from clipvis.files import write_text
 
         write_text(args.out, text + "\n")
     return 0

@@ -16,7 +16,7 @@ def main(args) -> int:
     from pathlib import Path
 
     from clipvis.launch import launch
-    from clipvis.pretrain_clip import pretrain_clip
+    from clipvis.toy.clip_pretrain import pretrain_clip
 
     cfg = config_from_arguments(args, params_required=True)
     if args.launcher:

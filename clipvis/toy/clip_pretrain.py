@@ -38,10 +38,10 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from clipvis.config import Config, save_config
-from clipvis.data.benchmarks import get_benchmark, resolve_root
+from clipvis.data.registry import get_benchmark, resolve_root
 from clipvis.data.vocabularies import categories, novel_ids
 from clipvis.errors import InputError
-from clipvis.io import atomic_path, read_json, write_json
+from clipvis.files import atomic_path, read_json, write_json
 from clipvis.model.clip_encoder import FrozenCLIP
 from clipvis.model.text_classifier import TEMPLATES, class_text_embeddings, classification_logits
 from clipvis.tracking import stage_run

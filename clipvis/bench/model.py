@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from clipvis.config import Config, load_config
-from clipvis.video.bench import random_vocabulary
+from clipvis.bench.inference import random_vocabulary
 
 REAL_CLIPS = {"R50": "RN50", "ConvNeXt-B": "convnext_base_w_320"}
 LVVIS_CLASSES = 1196
@@ -83,7 +83,7 @@ def time_parts(cfg: Config, height: int, width: int, repeats: int, device: torch
 def time_toy_train_step(repeats: int) -> float:
     """Seconds per optimiser step of the toy model (batch 4 of 128×160 images, random CLIP)."""
     from clipvis.model.clipvis_model import CLIPVIS
-    from clipvis.train import build_criterion, build_optimizer, train_step
+    from clipvis.training.loop import build_criterion, build_optimizer, train_step
 
     cfg = load_config("params/toy/default.yaml", ["clip.pretrained=null"])
     model = CLIPVIS.from_config(cfg.model, cfg.clip).train()

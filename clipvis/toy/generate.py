@@ -36,12 +36,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from clipvis.config import ToyWorldConfig
-from clipvis.data.toy_render import render_scene
-from clipvis.data.toy_samples import DEFAULT_SAMPLES_PATH, write_toy_samples
-from clipvis.data.toy_world import (BACKGROUND_KINDS, CONFIG_SOURCE, Category, Scene, SceneStyle, make_categories,
+from clipvis.toy.render import render_scene
+from clipvis.toy.samples import DEFAULT_SAMPLES_PATH, write_toy_samples
+from clipvis.toy.world import (BACKGROUND_KINDS, CONFIG_SOURCE, Category, Scene, SceneStyle, make_categories,
                                     simulate_scene, stable_seed)
 from clipvis.errors import InputError
-from clipvis.io import output_lock, read_json, write_json
+from clipvis.files import output_lock, read_json, write_json
 
 log = logging.getLogger(__name__)
 

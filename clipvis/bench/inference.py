@@ -100,7 +100,7 @@ def _timed_run(cfg, frames: int, height: int, width: int, classes: int, seed: in
             "share": {part: round(value / seconds, 4) for part, value in timings.items()}}
 
 
-MEMORY_CHILD = ("import json, sys; from clipvis.video.bench import memory_child; "
+MEMORY_CHILD = ("import json, sys; from clipvis.bench.inference import memory_child; "
                 "print(json.dumps(memory_child(*json.loads(sys.argv[1]))))")
 
 

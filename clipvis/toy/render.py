@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from clipvis.data.toy_world import Background, Scene
+from clipvis.toy.world import Background, Scene
 
 RING_INNER = 0.55  # inner / outer radius of a ring
 STAR_INNER = 0.45  # inner / outer radius of a star

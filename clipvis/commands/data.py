@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipvis.commands.arguments import add_config_arguments, config_from_arguments
-from clipvis.data.benchmarks import (
+from clipvis.data.registry import (
     BENCHMARKS,
     DATA_ROOT_ENV,
     PAPER_BENCHMARKS,
@@ -50,7 +50,7 @@ def main(args) -> int:
     failed = 0
     if not args.check:
         if any(b.is_toy for b in benchmarks):
-            from clipvis.data.toy_datasets import generate_toy_world
+            from clipvis.toy.generate import generate_toy_world
 
             generate_toy_world(cfg.toy, root)
         failed = _download_public(benchmarks, root)

@@ -29,7 +29,7 @@ def read_vocabulary(args: argparse.Namespace) -> list[str]:
     from clipvis.data.vocabularies import read_vocabulary_file, user_vocabulary, vocabulary
 
     if args.benchmark:
-        from clipvis.data.benchmarks import resolve_root
+        from clipvis.data.registry import resolve_root
 
         return vocabulary(args.benchmark, resolve_root(args.root))
     if args.vocab is not None:

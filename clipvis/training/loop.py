@@ -26,11 +26,11 @@ from clipvis.config import Config, save_config, to_dict
 from clipvis.data.datasets import build_train_dataset, collate
 from clipvis.data.samplers import build_train_sampler
 from clipvis.errors import InputError
-from clipvis.io import output_lock
+from clipvis.files import output_lock
 from clipvis.model.checkpoint import check_architecture, load_checkpoint, save_checkpoint
 from clipvis.model.clipvis_model import CLIPVIS, pad_target_masks
-from clipvis.model.criterion import SetCriterion
-from clipvis.model.matcher import HungarianMatcher
+from clipvis.training.criterion import SetCriterion
+from clipvis.training.matcher import HungarianMatcher
 from clipvis.tracking import stage_run
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from clipvis.data.benchmarks import resolve_root
-    from clipvis.data.toy_samples import DEFAULT_SAMPLES_PATH
-    from clipvis.io import write_json
+    from clipvis.data.registry import resolve_root
+    from clipvis.toy.samples import DEFAULT_SAMPLES_PATH
+    from clipvis.files import write_json
     from clipvis.reports.clip_results import clip_reports, clip_values
     from clipvis.reports.diagnostics_results import diagnostics, diagnostics_values
     from clipvis.reports.html import write_report

@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     from clipvis.errors import InputError
     from clipvis.launch import launch
-    from clipvis.train import train
+    from clipvis.training.loop import train
 
     if args.command == "finetune" and not args.init:
         raise InputError("--init", "", "finetune needs the checkpoint to start from")

@@ -34,7 +34,7 @@ from typing import Iterator
 
 from clipvis.commands.arguments import add_config_arguments, check_output_folder, config_from_arguments
 from clipvis.errors import InputError
-from clipvis.io import atomic_path, output_lock, read_json, relative_file_name, write_json
+from clipvis.files import atomic_path, output_lock, read_json, relative_file_name, write_json
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def main(args) -> int:
 
 def read_variants(path: str | Path, names: list[str]) -> dict[str, list[str]]:
     """The overrides of each named variant; unknown names and malformed entries are InputErrors."""
-    from clipvis.io import read_yaml
+    from clipvis.files import read_yaml
 
     table = read_yaml(path)
     if not isinstance(table, dict):
@@ -110,10 +110,10 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
     from tqdm import tqdm
 
     from clipvis.config import save_config, to_dict
-    from clipvis.data.benchmarks import get_benchmark, resolve_root
+    from clipvis.data.registry import get_benchmark, resolve_root
     from clipvis.data.vocabularies import categories
     from clipvis.model.checkpoint import load_model
-    from clipvis.io import file_sha256
+    from clipvis.files import file_sha256
     from clipvis.model.text_classifier import text_embeddings
     from clipvis.tracking import shared_params, stage_run
     from clipvis.video import inference
@@ -220,7 +220,7 @@ def benchmark_videos(path: Path) -> list[dict]:
 
 
 def _require_video_benchmark(benchmark, root: Path) -> None:
-    from clipvis.data.benchmarks import missing_paths
+    from clipvis.data.registry import missing_paths
 
     if benchmark.kind != "video":
         raise InputError("--benchmark", benchmark.name, "is an image benchmark; infer runs on video benchmarks")

@@ -42,7 +42,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from clipvis.io import output_lock
+    from clipvis.files import output_lock
 
     cfg = config_from_arguments(args)
     check_output_folder(args.out)
@@ -60,12 +60,12 @@ def evaluate_images(cfg, dataset: str, checkpoint: str | Path, out_dir: str | Pa
     from tqdm import tqdm
 
     from clipvis.config import save_config
-    from clipvis.data.benchmarks import resolve_root
+    from clipvis.data.registry import resolve_root
     from clipvis.data.datasets import image_file_name, read_rgb
     from clipvis.data.formats import load_image_gt
     from clipvis.data.vocabularies import categories, category_groups
     from clipvis.evaluation.image_ap import image_ap, segment_image
-    from clipvis.io import write_json
+    from clipvis.files import write_json
     from clipvis.model.text_classifier import text_embeddings
     from clipvis.tracking import stage_run
     from clipvis.model.checkpoint import load_model
@@ -119,7 +119,7 @@ def evaluate_images(cfg, dataset: str, checkpoint: str | Path, out_dir: str | Pa
 
 def image_benchmark(name: str, root: Path):
     """The registered image benchmark `name`, with ground truth, present under `root`; else InputError."""
-    from clipvis.data.benchmarks import BENCHMARKS, missing_paths
+    from clipvis.data.registry import BENCHMARKS, missing_paths
 
     usable = [b.name for b in BENCHMARKS.values() if b.kind == "image" and b.role != "train" and b.has_public_gt]
     benchmark = BENCHMARKS.get(name)

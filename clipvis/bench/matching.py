@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from clipvis.commands.arguments import add_config_arguments, config_from_arguments
 from clipvis.errors import InputError
-from clipvis.io import write_json
+from clipvis.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from clipvis.tracking import stage_run
-    from clipvis.video.infer_command import read_variants
+    from clipvis.commands.infer import read_variants
 
     cfg = config_from_arguments(args)
     if any(level < 0 for level in args.noise):
@@ -76,7 +76,7 @@ def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Pa
                   root: str | Path | None = None) -> dict:
     """{"benchmark", "noise_levels", "rows": [{variant, noise, identity_recovery, frames, AP, APb, APn}]}: the
     network order, then every variant at every noise level."""
-    from clipvis.data.benchmarks import get_benchmark, resolve_root
+    from clipvis.data.registry import get_benchmark, resolve_root
     from clipvis.data.formats import load_video_gt
     from clipvis.data.vocabularies import categories
     from clipvis.evaluation.video_ap import evaluate_videos
@@ -175,7 +175,7 @@ def query_owners(network, tracks: list[dict], frames: range) -> torch.Tensor:
     """(B, Q) the index in `tracks` of the ground-truth object each query owns in each frame of the chunk, -1
     for none: the one-to-one assignment of highest total mask IoU at stride 4, pairs of IoU >= OWNER_IOU."""
     from clipvis.data.datasets import decode_masks
-    from clipvis.evaluation.toy_diagnostics import ground_truth_logits
+    from clipvis.bench.toy import ground_truth_logits
 
     masks = network.mask_logits > 0  # (B, Q, h, w)
     owners = torch.full(masks.shape[:2], -1, dtype=torch.int64)

@@ -11,8 +11,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from clipvis.model.matcher import HungarianMatcher
-from clipvis.model.point_sampling import point_sample, uncertain_point_coords
+from clipvis.training.matcher import HungarianMatcher
+from clipvis.training.point_sampling import point_sample, uncertain_point_coords
 
 LOSS_NAMES = ("loss_object_ce", "loss_mask", "loss_dice", "loss_iou")
 

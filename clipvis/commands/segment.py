@@ -42,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from clipvis.model.embed_command import read_vocabulary
+    from clipvis.commands.embed import read_vocabulary
     from clipvis.video.frames import open_frames
 
     from clipvis.config import save_config
     from clipvis.data.formats import write_video_results
-    from clipvis.io import output_lock
+    from clipvis.files import output_lock
 
     source = open_frames(args.input)
     class_names = read_vocabulary(args)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from clipvis.config import Config, InferConfig
 from clipvis.errors import InputError
-from clipvis.io import read_json, read_yaml
+from clipvis.files import read_json, read_yaml
 from clipvis.model.clip_encoder import cover_logits
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ DEFAULT_VARIANT = "default"
 
 def run(args) -> dict:
     from clipvis.commands.arguments import config_from_arguments
-    from clipvis.data.benchmarks import resolve_root
+    from clipvis.data.registry import resolve_root
 
     cfg = config_from_arguments(args, params_required=True)
     if args.frame_step < 1:
@@ -88,7 +88,7 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
     """Per ground-truth object in every `frame_step`-th frame: its category id, whether its mask survives at
     the CLIP stride, and whether pooling CLIP over it gives its category (`index`: category id -> the
     vocabulary index of `text`)."""
-    from clipvis.data.benchmarks import get_benchmark
+    from clipvis.data.registry import get_benchmark
     from clipvis.data.datasets import decode_masks, read_rgb
     from clipvis.data.formats import load_video_gt
     from clipvis.model.text_classifier import classification_logits
@@ -139,7 +139,7 @@ def ground_truth_logits(masks: torch.Tensor, image_size: tuple[int, int], padded
 
 def segmenter_quality(infer_dir: Path, benchmark_name: str, root: Path) -> dict:
     """AP and oracle-class AP of the default variant's results, and every variant's slot-switch rate."""
-    from clipvis.data.benchmarks import get_benchmark
+    from clipvis.data.registry import get_benchmark
     from clipvis.data.formats import load_video_gt, load_video_results
     from clipvis.evaluation.video_ap import evaluate_videos
 

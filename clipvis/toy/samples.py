@@ -8,7 +8,7 @@ import numpy as np
 import pycocotools.mask as mask_api
 from PIL import Image
 
-from clipvis.io import atomic_path, read_json
+from clipvis.files import atomic_path, read_json
 
 DEFAULT_SAMPLES_PATH = Path("reports/toy_world_samples.png")  # relative to the working directory
 SAMPLE_SETS = ("toy_lvvis", "toy_ovis")

@@ -1,0 +1,1 @@
+"""Speed, memory and diagnostic measurements (`clipvis bench ...`), printed as JSON."""

@@ -1,0 +1,1 @@
+"""The embedded toy world: its generator and renderer, and the toy CLIP's pretraining."""

@@ -1,0 +1,1 @@
+"""Training the segmenter: the loop, the Hungarian matcher and the losses."""
