@@ -24,7 +24,7 @@ COMMANDS = {
     "segment": "clipvis.commands.segment",
     "score": "clipvis.commands.score",
     "eval-images": "clipvis.commands.eval_images",
-    "matching-test": "clipvis.bench.matching",
+    "matching-test": "clipvis.commands.matching_test",
     "tables": "clipvis.commands.tables",
     "compare": "clipvis.commands.compare",
     "bench": "clipvis.commands.bench",

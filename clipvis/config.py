@@ -349,3 +349,16 @@ def _leaf_keys(raw: dict, prefix: str = "") -> list[str]:
         if isinstance(value, dict):
             keys += _leaf_keys(value, f"{prefix}{key}.")
     return keys
+
+
+def read_variants(path: str | Path, names: list[str]) -> dict[str, list[str]]:
+    """The overrides of each named variant; unknown names and malformed entries are InputErrors."""
+    table = read_yaml(path)
+    if not isinstance(table, dict):
+        raise InputError(path, "", "expected a mapping of variant name -> list of KEY=VALUE overrides")
+    for name in names:
+        if name not in table:
+            raise InputError(path, name, f"unknown variant (known: {', '.join(table)})")
+        if not isinstance(table[name], list) or not all(isinstance(item, str) for item in table[name]):
+            raise InputError(path, name, "expected a list of KEY=VALUE strings")
+    return {name: table[name] for name in names}

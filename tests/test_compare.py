@@ -6,7 +6,7 @@ import pytest
 
 from clipvis.errors import InputError
 from clipvis.commands import compare as compare_command
-from clipvis.commands.compare import compare_runs
+from clipvis.reports.compare import compare_runs
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def variant_runs(tmp_path, monkeypatch):
     """Two test-time variants logged as `clipvis infer` and `clipvis score` log them: nested runs under
     "infer toy_lvvis" (fps) and "score toy_lvvis" (AP, APb, APn), in experiment toy/toy of a new store."""
     from clipvis.config import load_config
-    from clipvis.commands.score import log_scores
+    from clipvis.evaluation.score_files import log_scores
     from clipvis.tracking import shared_params, stage_run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'variants.db'}")

@@ -12,13 +12,13 @@ import pycocotools.mask as mask_api
 import pytest
 import torch
 
-from clipvis import cli, tracking
+from clipvis import cli
+from clipvis.evaluation import images
 from clipvis.config import InferConfig, ScoringConfig, load_config
 from clipvis.data.formats import load_image_gt
 from clipvis.toy.generate import dataset_scenes, generate_toy_world
 from clipvis.toy.render import render_scene
 from clipvis.toy.world import make_categories
-from clipvis.errors import InputError
 from clipvis.commands import eval_images as images_command
 from clipvis.evaluation.image_ap import image_ap, segment_image
 from clipvis.files import read_json
@@ -197,7 +197,7 @@ def parse(argv):
 
 def test_eval_images_writes_results_and_metrics(command_setup, world_root, tmp_path, monkeypatch):
     logged = {}
-    monkeypatch.setattr(tracking, "stage_run", lambda cfg, stage, **k: contextlib.nullcontext(FakeMlflow(logged)))
+    monkeypatch.setattr(images, "stage_run", lambda cfg, stage, **k: contextlib.nullcontext(FakeMlflow(logged)))
     out = tmp_path / "eval"
     assert images_command.main(parse(["--params", "params/toy/default.yaml", "--checkpoint",
                                       command_setup["checkpoint"], "--out", out, "--set",

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from clipvis import tracking
-from clipvis.config import load_config
+from clipvis.config import load_config, read_variants
 from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.checkpoint import save_checkpoint
 from clipvis.commands import infer as infer_command
+from clipvis.video import benchmark
 from clipvis.commands import segment as segment_command
 from clipvis.video import inference
 from clipvis.reports import overlays
@@ -84,7 +84,7 @@ def parse(module, argv):
 
 def run_infer(world, out, overrides=(), tracking=False):
     cfg = load_config(world["params"], list(overrides))
-    return infer_command.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=tracking)[""]
+    return benchmark.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=tracking)[""]
 
 
 def kill_after_the_first_video(monkeypatch):
@@ -117,7 +117,7 @@ def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
 
     resumed, logged = [], {}
     monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: resumed.append(a[4]) or original(*a, **k))
-    monkeypatch.setattr(tracking, "stage_run", lambda cfg, stage, **k: contextlib.nullcontext(FakeMlflow(logged)))
+    monkeypatch.setattr(benchmark, "stage_run", lambda cfg, stage, **k: contextlib.nullcontext(FakeMlflow(logged)))
     assert infer_command.main(parse(infer_command, [
         "--params", world["params"], "--benchmark", "toy_lvvis", "--checkpoint", world["checkpoint"],
         "--out", out])) == 0
@@ -151,7 +151,7 @@ def test_variants_in_one_pass_equal_separate_runs_and_servers_get_a_zip(world, t
     assert not (out / "default" / "submission.zip").exists()  # toy_lvvis has public ground truth
 
     with pytest.raises(InputError, match="unknown variant"):
-        infer_command.read_variants(variants_file, ["nope"])
+        read_variants(variants_file, ["nope"])
 
 
 def test_infer_refuses_a_checkpoint_of_another_decoder_depth(world, tmp_path):
@@ -180,7 +180,7 @@ def test_segment_writes_results_and_overlays(world, tmp_path):
     with Image.open(out / "overlay.gif") as gif:
         assert gif.n_frames == 4 and gif.size == (80 * scale, 64 * scale)
     with Image.open(out / "contact_sheet.png") as sheet:
-        assert sheet.width == 4 * segment_command.SHEET_MAX_WIDTH and sheet.height > 64
+        assert sheet.width == 4 * overlays.SHEET_MAX_WIDTH and sheet.height > 64
 
 
 def test_segment_errors(world, tmp_path):
@@ -215,11 +215,11 @@ def test_a_second_checkpoint_on_the_same_out_redoes_every_video(world, tmp_path,
     out = tmp_path / "out"
     original = kill_after_the_first_video(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        infer_command.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=False)
+        benchmark.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=False)
     monkeypatch.setattr(inference, "segment_video_variants", original)
-    mixed = json.loads(infer_command.infer_benchmark(cfg, "toy_lvvis", other_checkpoint(world), out,
+    mixed = json.loads(benchmark.infer_benchmark(cfg, "toy_lvvis", other_checkpoint(world), out,
                                                      tracking=False)[""].read_text())
-    alone = json.loads(infer_command.infer_benchmark(cfg, "toy_lvvis", other_checkpoint(world), tmp_path / "alone",
+    alone = json.loads(benchmark.infer_benchmark(cfg, "toy_lvvis", other_checkpoint(world), tmp_path / "alone",
                                                      tracking=False)[""].read_text())
     assert mixed == alone
 
@@ -258,4 +258,4 @@ def test_file_names_must_stay_inside_the_image_folder(world, tmp_path):
         path = tmp_path / "annotations.json"
         path.write_text(json.dumps(annotations))
         with pytest.raises(InputError, match=r"videos\[1\].file_names\[0\]: .* is not a path inside the image folder"):
-            infer_command.benchmark_videos(path)
+            benchmark.benchmark_videos(path)

@@ -10,9 +10,11 @@ import torch
 
 from clipvis.config import load_config
 from clipvis.bench import matching as matching_test
+from clipvis.commands import matching_test as matching_test_command
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.checkpoint import save_checkpoint
-from clipvis.video.inference import AlignedFrames, empty_rle
+from clipvis.model.postprocess import empty_rle
+from clipvis.video.inference import AlignedFrames
 from clipvis.video.query_matching import TemporalMatcher
 from conftest import TINY_MODEL
 
@@ -108,11 +110,11 @@ def test_command_writes_a_row_per_variant_and_noise_level_after_the_network_orde
     checkpoint = tmp_path / "model.pt"
     save_checkpoint(checkpoint, CLIPVIS.from_config(cfg.model, cfg.clip), cfg)
     parser = argparse.ArgumentParser()
-    matching_test.add_arguments(parser)
+    matching_test_command.add_arguments(parser)
     args = parser.parse_args(["--params", "params/toy/default.yaml", "--benchmark", "toy_ovis", "--checkpoint",
                               str(checkpoint), "--variants", "adjacent", "T9_K3", "--noise", "0", "1",
                               "--out", str(tmp_path / "out"), *params])
-    assert matching_test.main(args) == 0
+    assert matching_test_command.main(args) == 0
     report = json.loads((tmp_path / "out" / "matching_test.json").read_text())
     assert report["benchmark"] == "toy_ovis" and report["noise_levels"] == [0.0, 1.0]
     assert [(row["variant"], row["noise"]) for row in report["rows"]] == [

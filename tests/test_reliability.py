@@ -10,14 +10,12 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from clipvis import cli
 from clipvis.config import load_config
 from clipvis.data.vocabularies import user_vocabulary
 from clipvis.files import atomic_path, read_yaml, remove_stale_temporaries, write_json
 from clipvis.model.checkpoint import build_model, save_checkpoint
-from conftest import TINY_MODEL
 
 
 def fails(capsys, argv, *expected):

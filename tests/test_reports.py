@@ -292,7 +292,7 @@ def put_matching_results(runs, data_root):
     """Results of the default and adjacent variants on toy_lvvis: the same box track, except in the second
     video, where adjacent matching switches identity halfway through. Returns the videos."""
     from clipvis.reports.qualitative import results_path
-    from clipvis.commands.infer import benchmark_videos
+    from clipvis.video.benchmark import benchmark_videos
 
     videos = benchmark_videos(data_root / "toy" / "toy_lvvis" / "annotations.json")
     results = {"default": [], "adjacent": []}

@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from clipvis.errors import InputError
-from clipvis.video.frames import image_file_frames, open_frames, resize_for_inference
+from clipvis.model.postprocess import resize_for_inference
+from clipvis.video.frames import image_file_frames, open_frames
 from clipvis.reports.overlays import write_mp4
 
 COLOURS = [(250, 10, 10), (10, 250, 10), (10, 10, 250), (240, 240, 20)]

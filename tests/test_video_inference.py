@@ -12,10 +12,10 @@ from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.weighted_scores import video_scores
 from clipvis.model.text_classifier import text_embeddings
-from clipvis.video.frames import resize_for_inference
+from clipvis.model.postprocess import resize_for_inference
+from clipvis.model.postprocess import empty_rle, mask_score_terms, masks_to_original
 from clipvis.video.inference import (AlignedFrames, SlotSwitches, SpilledFrames, StreamingVideo, build_matcher,
-                                     empty_rle, mask_score_terms, masks_to_original, segment_video,
-                                     segment_video_variants, select_instances)
+                                     segment_video, segment_video_variants, select_instances)
 from clipvis.video.query_matching import match_video
 
 TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.mask_dim=32", "model.num_queries=10",

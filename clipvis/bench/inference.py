@@ -84,7 +84,8 @@ def _config(overrides: list[str]):
 
 def _timed_run(cfg, frames: int, height: int, width: int, classes: int, seed: int) -> dict:
     from clipvis.model.checkpoint import load_model
-    from clipvis.video.inference import inference_device, segment_video
+    from clipvis.model.checkpoint import inference_device
+    from clipvis.video.inference import segment_video
 
     torch.manual_seed(seed)
     model = load_model(cfg, None, inference_device(cfg.infer.device))

@@ -1,4 +1,4 @@
-"""`clipvis matching-test`: the temporal matching strategies on a controlled problem, a table the paper lacks.
+"""The matching test (`clipvis matching-test`): the temporal matching strategies on a controlled problem, a table the paper lacks.
 
 The trained network runs once over every video of a benchmark. For each noise level, every frame's
 queries then reach the matcher in a random order, with Gaussian noise added to their embeddings (of
@@ -22,54 +22,34 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
-from clipvis.commands.arguments import add_config_arguments, config_from_arguments
+from clipvis.config import Config
 from clipvis.errors import InputError
 from clipvis.files import write_json
+from clipvis.layout import MATCHING_TEST_FILE
+from clipvis.tracking import stage_run
 
 log = logging.getLogger(__name__)
-
-HELP = "score the matching strategies on shuffled queries with noisy embeddings (identity recovery and AP)"
 
 NETWORK_ORDER = "network order"
 OWNER_IOU = 0.5  # a query owns a ground-truth object in a frame when their masks overlap at least this much
 METRICS = ("AP", "APb", "APn")
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--benchmark", required=True, help="a video benchmark with ground truth, e.g. toy_ovis")
-    parser.add_argument("--checkpoint", required=True, help="trained segmenter checkpoint (.pt)")
-    parser.add_argument("--variants", nargs="+", required=True, metavar="NAME",
-                        help="matching strategies: test-time variants of --variants-file (adjacent, T9_K3, ...)")
-    parser.add_argument("--variants-file", default="params/variants.yaml")
-    parser.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.5, 1.0, 2.0],
-                        help="noise levels: the noise's norm over the embedding's (default: 0 0.5 1 2)")
-    add_config_arguments(parser, "params YAML (default: the checkpoint's own config)")
-    parser.add_argument("--root", help="data root (default: $CLIPVIS_DATA, else the config's data.root)")
-    parser.add_argument("--out", required=True, help="output folder: matching_test.json")
-
-
-def main(args) -> int:
-    from clipvis.tracking import stage_run
-    from clipvis.commands.infer import read_variants
-
-    cfg = config_from_arguments(args)
-    if any(level < 0 for level in args.noise):
-        raise InputError("--noise", " ".join(map(str, args.noise)), "noise levels must be 0 or more")
-    variants = {name: config_from_arguments(args, overrides)
-                for name, overrides in read_variants(args.variants_file, args.variants).items()}
-    out = Path(args.out) / "matching_test.json"
-    with stage_run(cfg, "matching_test", run_name=f"matching test {args.benchmark}",
-                   tags={"benchmark": args.benchmark}) as mlflow:
-        report = matching_test(cfg, variants, args.benchmark, args.checkpoint, args.noise, args.root)
+def run_matching_test(cfg: Config, variants: dict, benchmark: str, checkpoint: str | Path,
+                      noise_levels: list[float], out_dir: str | Path, root: str | Path | None = None) -> Path:
+    """`matching_test` logged as an MLflow run (stage matching_test); writes and returns OUT/matching_test.json."""
+    if any(level < 0 for level in noise_levels):
+        raise InputError("--noise", " ".join(map(str, noise_levels)), "noise levels must be 0 or more")
+    out = Path(out_dir) / MATCHING_TEST_FILE
+    with stage_run(cfg, "matching_test", run_name=f"matching test {benchmark}", tags={"benchmark": benchmark}) as mlflow:
+        report = matching_test(cfg, variants, benchmark, checkpoint, noise_levels, root)
         write_json(out, report, indent=1)
         mlflow.log_artifact(str(out))
-    print(out)
-    return 0
+    return out
 
 
 def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Path, noise_levels: list[float],
@@ -80,7 +60,7 @@ def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Pa
     from clipvis.data.formats import load_video_gt
     from clipvis.data.vocabularies import categories
     from clipvis.evaluation.video_ap import evaluate_videos
-    from clipvis.model.checkpoint import load_model
+    from clipvis.model.checkpoint import inference_device, load_model
     from clipvis.model.text_classifier import text_embeddings
     from clipvis.video import inference
     from clipvis.video.frames import image_file_frames
@@ -91,7 +71,7 @@ def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Pa
     root = resolve_root(root, cfg.data.root)
     annotation_path, image_root = benchmark.annotation_path(root), benchmark.image_path(root)
     gt = load_video_gt(annotation_path)
-    model = load_model(cfg, checkpoint, inference.inference_device(cfg.infer.device))
+    model = load_model(cfg, checkpoint, inference_device(cfg.infer.device))
     vocabulary = categories(benchmark, root)
     text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
     category_ids = [c["id"] for c in vocabulary]

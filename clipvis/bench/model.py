@@ -33,12 +33,9 @@ def run_model(args) -> dict:
     return results
 
 
-def run_complexity(args) -> dict:
-    from clipvis.commands.arguments import config_from_arguments
-    from clipvis.model.checkpoint import load_model
-    from clipvis.video.inference import inference_device
+def run_complexity(args, cfg: Config) -> dict:
+    from clipvis.model.checkpoint import inference_device, load_model
 
-    cfg = config_from_arguments(args)
     device = inference_device(cfg.infer.device)
     model = load_model(cfg, args.checkpoint, device).requires_grad_(False)
     height, width = args.height, args.width

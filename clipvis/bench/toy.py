@@ -39,11 +39,9 @@ STILL_FALLING = 0.01  # relative drop of the loss between the last two tenths th
 DEFAULT_VARIANT = "default"
 
 
-def run(args) -> dict:
-    from clipvis.commands.arguments import config_from_arguments
+def run(args, cfg: Config) -> dict:
     from clipvis.data.registry import resolve_root
 
-    cfg = config_from_arguments(args, params_required=True)
     if args.frame_step < 1:
         raise InputError("--frame-step", str(args.frame_step), "must be at least 1")
     root = resolve_root(args.root, cfg.data.root)
@@ -92,7 +90,7 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
     from clipvis.data.datasets import decode_masks, read_rgb
     from clipvis.data.formats import load_video_gt
     from clipvis.model.text_classifier import classification_logits
-    from clipvis.video.frames import resize_for_inference
+    from clipvis.model.postprocess import resize_for_inference
 
     benchmark = get_benchmark(benchmark_name)
     annotation_path, image_root = benchmark.annotation_path(root), benchmark.image_path(root)

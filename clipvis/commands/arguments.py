@@ -53,3 +53,26 @@ def check_output_folder(out: str | Path) -> None:
             if not folder.is_dir():
                 raise InputError(out, "", f"{folder} is a file, not a folder")
             return
+
+
+def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
+    """--vocab 'a,b' | --vocab-file FILE | --benchmark NAME (one of them), and --root for --benchmark."""
+    vocab = parser.add_mutually_exclusive_group(required=True)
+    vocab.add_argument("--vocab", metavar="'a,b,c'", help="comma-separated class names")
+    vocab.add_argument("--vocab-file", type=Path, metavar="FILE",
+                       help="one class name per line (commas inside a line separate synonyms)")
+    vocab.add_argument("--benchmark", help="the vocabulary of a registered benchmark (e.g. toy_lvvis, lvvis_val)")
+    parser.add_argument("--root", help="data root for --benchmark (default: $CLIPVIS_DATA, else data)")
+
+
+def vocabulary_from_arguments(args: argparse.Namespace) -> list[str]:
+    """The class names named by --benchmark, --vocab or --vocab-file; empty is an InputError."""
+    from clipvis.data.vocabularies import read_vocabulary_file, user_vocabulary, vocabulary
+
+    if args.benchmark:
+        from clipvis.data.registry import resolve_root
+
+        return vocabulary(args.benchmark, resolve_root(args.root))
+    if args.vocab is not None:
+        return user_vocabulary(args.vocab.split(","), "--vocab")
+    return read_vocabulary_file(args.vocab_file)

@@ -1,7 +1,7 @@
 """`clipvis bench TOPIC`: speed and memory measurements printed as JSON.
 
-Targets live here, not in timed tests. Each topic is a function in the module that owns the work,
-imported only when asked for.
+Targets live here, not in timed tests. Each topic is a function of `clipvis.bench`, imported only when
+asked for; topics that read the config get it resolved from --params/--set (and --checkpoint).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 
-from clipvis.commands.arguments import add_config_arguments
+from clipvis.commands.arguments import add_config_arguments, config_from_arguments
 
 HELP = "measure speed and memory; prints JSON"
 
@@ -59,7 +59,8 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     module_name, function_name = TOPICS[args.topic][0].split(":")
-    result = getattr(importlib.import_module(module_name), function_name)(args)
+    run = getattr(importlib.import_module(module_name), function_name)
+    result = run(args, config_from_arguments(args)) if hasattr(args, "overrides") else run(args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -26,7 +26,6 @@ from clipvis.data.registry import (
     missing_paths,
     resolve_root,
 )
-from clipvis.errors import InputError
 
 HELP = "generate the toy world, or download and check a benchmark's files"
 
@@ -53,8 +52,14 @@ def main(args) -> int:
             from clipvis.toy.generate import generate_toy_world
 
             generate_toy_world(cfg.toy, root)
-        failed = _download_public(benchmarks, root)
-        _derive_annotations(benchmarks, root)
+        from clipvis.data.derived import derive_missing
+        from clipvis.data.download import download_public
+
+        failures = download_public(benchmarks, root)
+        for failure in failures:
+            print(f"failed   {failure}")
+        failed = len(failures)
+        derive_missing(benchmarks, root)
     missing = sum(_report(b, root) for b in benchmarks)
     if RELEASED_WEIGHTS in names:
         missing += _report_released_weights(root)
@@ -65,30 +70,6 @@ def _expand(names: list[str]) -> list[str]:
     """Benchmark names with the groups `toy` and `all-paper` spelled out, each once."""
     expanded = [member for name in names for member in GROUPS.get(name, (name,))]
     return list(dict.fromkeys(expanded))
-
-
-def _download_public(benchmarks: list[Benchmark], root: Path) -> int:
-    """Download every public file of the benchmarks; prints and counts the ones that failed."""
-    from clipvis.data.download import download
-
-    remotes = dict.fromkeys(remote for b in benchmarks for remote in b.downloads)
-    failed = 0
-    for remote in remotes:
-        try:
-            download(remote, root / remote.relative_path)
-        except InputError as e:
-            print(f"failed   {e}")
-            failed += 1
-    return failed
-
-
-def _derive_annotations(benchmarks: list[Benchmark], root: Path) -> None:
-    """Write the derived annotation files that are missing and whose sources are present."""
-    from clipvis.data.derived import derive
-
-    for benchmark in benchmarks:
-        if benchmark.derived and not benchmark.annotation_path(root).is_file():
-            derive(benchmark.derived, benchmark.annotation_path(root), root)
 
 
 def _report_released_weights(root: Path) -> int:

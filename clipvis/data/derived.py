@@ -56,3 +56,10 @@ def derive(derivation: Derivation, target: Path, root: Path) -> bool:
     log.info("writing %s (%s)", target, derivation.description)
     derivation.write(*sources, target)
     return True
+
+
+def derive_missing(benchmarks, root: Path) -> None:
+    """Write the benchmarks' derived annotation files that are missing and whose sources are present."""
+    for benchmark in benchmarks:
+        if benchmark.derived and not benchmark.annotation_path(root).is_file():
+            derive(benchmark.derived, benchmark.annotation_path(root), root)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clipvis.data.registry import RemoteFile
+from clipvis.data.registry import Benchmark, RemoteFile
 from clipvis.errors import InputError
 from clipvis.files import write_text
 
@@ -162,3 +162,13 @@ def _extract(archive: Path, into: Path) -> None:
         with tarfile.open(archive) as t:
             t.extractall(into, filter="data")  # refuses members that would land outside `into`
 
+
+def download_public(benchmarks: list[Benchmark], root: Path) -> list[InputError]:
+    """Download every public file of the benchmarks (each once); returns the errors of those that failed."""
+    failures = []
+    for remote in dict.fromkeys(remote for benchmark in benchmarks for remote in benchmark.downloads):
+        try:
+            download(remote, root / remote.relative_path)
+        except InputError as error:
+            failures.append(error)
+    return failures

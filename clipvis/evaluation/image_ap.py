@@ -37,9 +37,8 @@ from clipvis.config import InferConfig, ScoringConfig
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.weighted_scores import image_scores
 from clipvis.model.text_classifier import TextEmbeddings
-from clipvis.video.frames import resize_for_inference
-from clipvis.video.inference import (MASK_SCORE_EPS, UPSAMPLE_QUERIES, encode_masks, mask_score_terms,
-                                     masks_to_original)
+from clipvis.model.postprocess import (MASK_SCORE_EPS, UPSAMPLE_QUERIES, encode_masks, mask_score_terms,
+                                      masks_to_original, resize_for_inference)
 
 AREA_ALL, MAX_DETS_100 = 0, -1  # indices into COCOeval's area ranges and maxDets
 

@@ -147,3 +147,18 @@ def build_model(cfg: Config, state: dict | None = None, source: str | Path = "ch
             raise InputError(source, "model", str(error)) from None
     return model.eval()
 
+
+def inference_device(setting: str) -> torch.device:
+    """`infer.device`: "auto" is CUDA when available, else CPU; anything else is a torch device name."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(setting)
+    except RuntimeError as error:
+        raise InputError("config", "infer.device", str(error)) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("config", "infer.device", f"{setting!r} but torch sees no CUDA device (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise InputError("config", "infer.device", f"{setting!r} but there are {torch.cuda.device_count()} "
+                                                   "CUDA devices")
+    return device

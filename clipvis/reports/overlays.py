@@ -10,6 +10,7 @@ atomically.
 from __future__ import annotations
 
 import colorsys
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,8 @@ import pycocotools.mask as mask_api
 from PIL import Image, ImageDraw, ImageFont
 
 from clipvis.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 MASK_ALPHA = 0.45
 GOLDEN_RATIO = 0.618033988749895
@@ -180,3 +183,36 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 def _font(frame_height: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=max(10, frame_height // 30))
+
+
+GIF_MAX_FRAMES = 60  # the GIF shows every n-th frame so that at most this many remain
+GIF_MAX_WIDTH = 640
+SHEET_FRAMES = 8
+SHEET_MAX_WIDTH = 480
+
+
+def write_video_overlays(source, records: list[dict], class_names: list[str], min_score: float,
+                         out_dir: Path) -> None:
+    """overlay.mp4, overlay.gif and contact_sheet.png in `out_dir`: the tracks of `records` (a video's results
+    on `source`, a FrameSource read again here) scoring at least `min_score`."""
+    tracks = tracks_from_results(records, dict(enumerate(class_names, start=1)), min_score)
+    log.info("%d of %d tracks score at least %.2f", len(tracks), len(records), min_score)
+    frame_count = len(records[0]["segmentations"])
+    gif_step = -(-frame_count // GIF_MAX_FRAMES)
+    sheet_indices = sorted({round(i * (frame_count - 1) / max(SHEET_FRAMES - 1, 1))
+                            for i in range(SHEET_FRAMES)})
+    gif_frames, sheet_frames = [], []
+
+    def drawn_frames():
+        for index, frame in enumerate(source):
+            drawn = draw_tracks(frame.permute(1, 2, 0).numpy(), tracks, index)
+            if index % gif_step == 0:
+                gif_frames.append(thumbnail(drawn, GIF_MAX_WIDTH))
+            if index in sheet_indices:
+                sheet_frames.append(thumbnail(drawn, SHEET_MAX_WIDTH))
+            yield drawn
+
+    write_mp4(out_dir / "overlay.mp4", drawn_frames(), source.fps)
+    write_gif(out_dir / "overlay.gif", gif_frames, source.fps / gif_step)
+    write_png(out_dir / "contact_sheet.png",
+                       contact_sheet(sheet_frames, [f"frame {i}" for i in sheet_indices]))

@@ -39,7 +39,7 @@ def write_matching_gifs(scale: Scale, runs_dir: str | Path, data_root: str | Pat
     from clipvis.data.registry import get_benchmark
     from clipvis.data.vocabularies import categories
     from clipvis.video.frames import image_file_frames
-    from clipvis.commands.infer import benchmark_videos
+    from clipvis.video.benchmark import benchmark_videos
 
     model, benchmark = R50_LVIS[scale], get_benchmark(HEATMAP_COLUMN.benchmark_at(scale))
     paths = {variant: results_path(runs_dir, scale, model, benchmark.name, variant) for variant in VARIANTS}

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from clipvis.data.augmentation import resize, shortest_edge_size
 from clipvis.data.datasets import read_rgb
 from clipvis.errors import InputError
 
@@ -101,26 +100,6 @@ def video_file_frames(path: str | Path) -> FrameSource:
                 raise InputError(path, "", f"cannot decode the video ({error})") from None
 
     return FrameSource(path.stem, height, width, length, fps, frames)
-
-
-def resize_for_inference(frame: torch.Tensor, min_size: int, max_size: int, method: str = "pil") -> torch.Tensor:
-    """ResizeShortestEdge: short side `min_size`, long side at most `max_size`, bilinear;
-    (3, H, W) uint8 -> (3, h, w) uint8.
-
-    method "pil": PIL's bilinear (it widens its filter when shrinking), exactly as detectron2 resizes
-    test frames; "torch": torch's antialiased bilinear, within a couple of grey levels of PIL's.
-    """
-    height, width = shortest_edge_size(*frame.shape[-2:], min_size, max_size)
-    if (height, width) == tuple(frame.shape[-2:]):
-        return frame
-    if method == "pil":
-        image = Image.fromarray(frame.permute(1, 2, 0).cpu().numpy())
-        resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
-        return torch.from_numpy(resized.copy()).permute(2, 0, 1).contiguous()
-    if method == "torch":
-        no_masks = torch.zeros((0, *frame.shape[-2:]), dtype=torch.bool)
-        return resize(frame, no_masks, height, width)[0]
-    raise InputError("config", "infer.resize", f"must be 'pil' or 'torch', got {method!r}")
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -39,16 +39,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-import pycocotools.mask as mask_api
 import torch
-import torch.nn.functional as F
 
 from clipvis.config import Config, ScoringConfig
 from clipvis.errors import InputError
 from clipvis.model.clipvis_model import CLIPVIS
+from clipvis.model.postprocess import (MASK_SCORE_EPS, empty_rle, encode_frame_masks, mask_score_terms,
+                                      resize_for_inference)
 from clipvis.model.weighted_scores import VideoScoreSums
 from clipvis.model.text_classifier import TextEmbeddings
-from clipvis.video.frames import resize_for_inference
 from clipvis.video.query_matching import TemporalMatcher
 
 log = logging.getLogger(__name__)
@@ -56,25 +55,7 @@ log = logging.getLogger(__name__)
 SUPPRESSION_FACTOR = 0.1  # a frame is suppressed when its score is below 0.1 x the video score
 # sigmoid(p) >= 0.5, so a frame can only be suppressed when o_t < 0.02 s²; the margin absorbs rounding.
 SUPPRESSIBLE_OBJECT_PROB = 2 * SUPPRESSION_FACTOR ** 2 * 1.05
-MASK_SCORE_EPS = 1e-6
-UPSAMPLE_QUERIES = 16  # masks upsampled to the original resolution at once
 OBJECT_SHOWN = 0.5  # a slot shows an object when its object probability is at least this
-
-
-def inference_device(setting: str) -> torch.device:
-    """`infer.device`: "auto" is CUDA when available, else CPU; anything else is a torch device name."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(setting)
-    except RuntimeError as error:
-        raise InputError("config", "infer.device", str(error)) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("config", "infer.device", f"{setting!r} but torch sees no CUDA device (use cpu or auto)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise InputError("config", "infer.device", f"{setting!r} but there are {torch.cuda.device_count()} "
-                                                   "CUDA devices")
-    return device
 
 
 def build_matcher(cfg: Config) -> TemporalMatcher:
@@ -318,57 +299,6 @@ def select_instances(video_scores: torch.Tensor, object_probs: torch.Tensor, cla
     order = scores.argsort(descending=True, stable=True)
     return Selection(queries[order], labels[order], scores[order], video_top[order], mask_scores[order],
                      kept[order])
-
-
-def encode_frame_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
-                       output_size: tuple[int, int]) -> list[str]:
-    """(Q, Hp/4, Wp/4) mask logits of a frame -> per query, RLE counts of its mask at the original resolution.
-
-    A mask with no positive logit is empty at every resolution (bilinear weights are convex), so it is
-    not upsampled.
-    """
-    counts = [empty_rle(output_size)] * len(mask_logits)
-    nonempty = (mask_logits.flatten(1).amax(1) > 0).nonzero()[:, 0].tolist()
-    for start in range(0, len(nonempty), UPSAMPLE_QUERIES):
-        rows = nonempty[start:start + UPSAMPLE_QUERIES]
-        masks = masks_to_original(mask_logits[rows], padded_size, image_size, output_size)
-        for row, rle in zip(rows, encode_masks(masks)):
-            counts[row] = rle
-    return counts
-
-
-@functools.cache
-def empty_rle(size: tuple[int, int]) -> str:
-    """RLE counts of an empty mask of `size` (height, width)."""
-    return encode_masks(torch.zeros(1, *size, dtype=torch.bool))[0]
-
-
-def mask_score_terms(mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., h, w) logits -> Σ sigmoid(logit) over pixels with logit > 0 (float64), and their count (int64)."""
-    positive = mask_logits > 0
-    sums = (mask_logits.float().sigmoid() * positive).sum((-2, -1), dtype=torch.float64)
-    return sums, positive.sum((-2, -1))
-
-
-def masks_to_original(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
-                      output_size: tuple[int, int]) -> torch.Tensor:
-    """(N, Hp/4, Wp/4) logits -> (N, H, W) bool at the original size (REFERENCE_FACTS §3.7): bilinear to
-    the padded input, crop to the resized frame, bilinear to the original size, logit > 0.
-
-    Resizing to the same size is the identity (weights 1 and 0), so that step is skipped when the frame
-    was not resized.
-    """
-    x = F.interpolate(mask_logits[None].float(), size=padded_size, mode="bilinear", align_corners=False)
-    x = x[..., : image_size[0], : image_size[1]]
-    if tuple(output_size) != tuple(image_size):
-        x = F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
-    return x[0] > 0
-
-
-def encode_masks(masks: torch.Tensor) -> list[str]:
-    """(N, H, W) bool -> compressed COCO RLE counts strings."""
-    array = np.asfortranarray(masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8))  # (H, W, N)
-    return [rle["counts"].decode("ascii") for rle in mask_api.encode(array)]
 
 
 class SpilledFrames:

@@ -1,0 +1,81 @@
+"""Where the pipeline's runs live, defined once for the report, the bench, the Snakemake rules and dvc.yaml.
+
+    <runs>/<scale>/clip/toy_clip.pt, toy_clip.json                       the toy CLIP (toy scale)
+    <runs>/<scale>/<model>/train/model_final.pt, checkpoint_last.pt      a trained segmenter
+    <runs>/<scale>/<model>/released/model.pt                             an imported checkpoint of the authors'
+    <runs>/<scale>/<model>/infer/<benchmark>/variants.json               `clipvis infer --variants`
+    <runs>/<scale>/<model>/infer/<benchmark>/<variant>/results.json      ... matching.json, submission.zip
+    <runs>/<scale>/<model>/score/<benchmark>/scores.json                 `clipvis score --infer-dir`
+    <runs>/<scale>/<model>/score/<benchmark>/<variant>/metrics.json
+    <runs>/<scale>/<model>/eval_images/<dataset>/metrics.json            `clipvis eval-images`
+    <runs>/<scale>/<model>/bench/complexity.json, toy_diagnostics.json   `clipvis bench complexity`, `bench toy`
+    <runs>/<scale>/<model>/matching_test/<benchmark>/matching_test.json  `clipvis matching-test`
+    <runs>/<scale>/<model>/qualitative/<benchmark>_<video>/overlay.gif   `clipvis segment`
+
+`runs` is `runs` for trained models and `runs/released` for the authors' checkpoints. Arguments may be
+Snakemake wildcards ("{model}"): the functions only join names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RUNS = "runs"
+RELEASED_RUNS = "runs/released"
+
+CHECKPOINT_FINAL = "model_final.pt"
+CHECKPOINT_LAST = "checkpoint_last.pt"
+RELEASED_CHECKPOINT = "model.pt"
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "results.json"
+VARIANTS_FILE = "variants.json"
+MATCHING_FILE = "matching.json"
+SUBMISSION_FILE = "submission.zip"
+PROGRESS_DIR = "progress"
+SETTINGS_FILE = "settings.json"
+METRICS_FILE = "metrics.json"
+SCORES_FILE = "scores.json"
+COMPLEXITY_FILE = "complexity.json"
+TOY_DIAGNOSTICS_FILE = "toy_diagnostics.json"
+MATCHING_TEST_FILE = "matching_test.json"
+TOY_CLIP = "toy_clip.pt"
+
+
+def model_dir(runs: str | Path, scale: str, model: str) -> Path:
+    return Path(runs) / scale / model
+
+
+def clip_dir(runs: str | Path, scale: str) -> Path:
+    return Path(runs) / scale / "clip"
+
+
+def train_dir(runs: str | Path, scale: str, model: str) -> Path:
+    return model_dir(runs, scale, model) / "train"
+
+
+def released_checkpoint(runs: str | Path, scale: str, model: str) -> Path:
+    return model_dir(runs, scale, model) / "released" / RELEASED_CHECKPOINT
+
+
+def infer_dir(runs: str | Path, scale: str, model: str, benchmark: str) -> Path:
+    return model_dir(runs, scale, model) / "infer" / benchmark
+
+
+def score_dir(runs: str | Path, scale: str, model: str, benchmark: str) -> Path:
+    return model_dir(runs, scale, model) / "score" / benchmark
+
+
+def eval_images_dir(runs: str | Path, scale: str, model: str, dataset: str) -> Path:
+    return model_dir(runs, scale, model) / "eval_images" / dataset
+
+
+def bench_dir(runs: str | Path, scale: str, model: str) -> Path:
+    return model_dir(runs, scale, model) / "bench"
+
+
+def matching_test_dir(runs: str | Path, scale: str, model: str, benchmark: str) -> Path:
+    return model_dir(runs, scale, model) / "matching_test" / benchmark
+
+
+def qualitative_dir(runs: str | Path, scale: str, model: str, benchmark: str, video: str) -> Path:
+    return model_dir(runs, scale, model) / "qualitative" / f"{benchmark}_{video}"
