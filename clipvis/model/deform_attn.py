@@ -132,15 +132,18 @@ class MSDeformAttn(nn.Module):
         value = self.value_proj(value_input).view(n, value_input.shape[1], self.heads, -1)
         # Offsets are in pixels of each level: the division by the level's (W, H) is folded into the
         # layer, and the reference (x, y) is added to every (head, level, point) by a 0/1 matrix.
+        # The offsets and the attention logits come from one matrix product.
         scale = 1 / spatial_shapes.flip(-1).to(query)  # (levels, 2) as (1/W, 1/H)
         scale = scale[None, :, None, :].expand(self.heads, -1, self.points, -1).reshape(-1)
-        offsets = F.linear(query, self.sampling_offsets.weight * scale[:, None], self.sampling_offsets.bias * scale)
+        weight = torch.cat([self.sampling_offsets.weight * scale[:, None], self.attention_weights.weight])
+        bias = torch.cat([self.sampling_offsets.bias * scale, self.attention_weights.bias])
+        offsets, logits = F.linear(query, weight, bias).split([scale.numel(), self.levels * self.points * self.heads], -1)
         to_every_point = torch.eye(2, dtype=query.dtype, device=query.device).repeat(1, scale.numel() // 2)
         reference = reference_points.expand(n, lq, 2).reshape(n * lq, 2)
-        locations = torch.addmm(offsets.view(n * lq, -1), reference, to_every_point)
+        locations = torch.addmm(offsets.reshape(n * lq, -1), reference, to_every_point)
         locations = locations.view(n, lq, self.heads, self.levels, self.points, 2)
         # Softmax over levels·points, written out: torch.softmax is slow on CPU for a last dim of 12.
-        logits = self.attention_weights(query).view(n, lq, self.heads, self.levels * self.points)
+        logits = logits.reshape(n, lq, self.heads, self.levels * self.points)
         attn = (logits - logits.amax(-1, keepdim=True).detach()).exp()
         attn = (attn / attn.sum(-1, keepdim=True)).view(n, lq, self.heads, self.levels, self.points)
         return self.output_proj(ms_deform_attn_core(value, spatial_shapes, locations, attn))
