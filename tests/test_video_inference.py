@@ -130,9 +130,9 @@ def test_variants_count_slot_switches_of_their_own_matching(setup):
     model = copy.deepcopy(model)
     network = model.forward
 
-    def forward_with_random_embeddings(images, with_aux):
+    def forward_with_random_embeddings(images, with_aux, **options):
         """The random model's queries keep their order; random embeddings (a function of each frame) do not."""
-        outputs = network(images, with_aux=with_aux)
+        outputs = network(images, with_aux=with_aux, **options)
         seeds = [int(image.sum() * 1000) % 2**31 for image in images]
         outputs["pred_embds"] = torch.stack([torch.randn(outputs["pred_embds"].shape[1:],
                                                          generator=torch.Generator().manual_seed(seed))

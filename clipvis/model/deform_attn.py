@@ -135,12 +135,16 @@ class MSDeformAttn(nn.Module):
         # The offsets and the attention logits come from one matrix product.
         scale = 1 / spatial_shapes.flip(-1).to(query)  # (levels, 2) as (1/W, 1/H)
         scale = scale[None, :, None, :].expand(self.heads, -1, self.points, -1).reshape(-1)
+        # Sampling locations need float32 also under a bfloat16 autocast: 8 bits of mantissa would move
+        # a point by up to a third of a pixel on an 80-pixel map.
         weight = torch.cat([self.sampling_offsets.weight * scale[:, None], self.attention_weights.weight])
         bias = torch.cat([self.sampling_offsets.bias * scale, self.attention_weights.bias])
-        offsets, logits = F.linear(query, weight, bias).split([scale.numel(), self.levels * self.points * self.heads], -1)
-        to_every_point = torch.eye(2, dtype=query.dtype, device=query.device).repeat(1, scale.numel() // 2)
-        reference = reference_points.expand(n, lq, 2).reshape(n * lq, 2)
-        locations = torch.addmm(offsets.reshape(n * lq, -1), reference, to_every_point)
+        with torch.autocast(query.device.type, enabled=False):
+            projected = F.linear(query.float(), weight, bias)
+            offsets, logits = projected.split([scale.numel(), self.levels * self.points * self.heads], -1)
+            to_every_point = torch.eye(2, dtype=query.dtype, device=query.device).repeat(1, scale.numel() // 2)
+            reference = reference_points.expand(n, lq, 2).reshape(n * lq, 2)
+            locations = torch.addmm(offsets.reshape(n * lq, -1), reference, to_every_point)
         locations = locations.view(n, lq, self.heads, self.levels, self.points, 2)
         # Softmax over levels·points, written out: torch.softmax is slow on CPU for a last dim of 12.
         logits = logits.reshape(n, lq, self.heads, self.levels * self.points)

@@ -99,9 +99,10 @@ class PixelDecoder(nn.Module):
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 
-    def forward(self, features: dict[str, Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """features: "res2".."res5" (B, C_i, H/4..H/32, W/4..W/32). Always computed in float32."""
-        with torch.autocast(features[FPN_FEATURE].device.type, enabled=False):
+    def forward(self, features: dict[str, Tensor], bf16: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """features: "res2".."res5" (B, C_i, H/4..H/32, W/4..W/32). Computed in float32 whatever the
+        caller's autocast (as the reference), or under bfloat16 autocast when `bf16` (an inference option)."""
+        with torch.autocast(features[FPN_FEATURE].device.type, dtype=torch.bfloat16, enabled=bf16):
             multi_scale = self.encode(features)
             res2 = self.lateral_conv(features[FPN_FEATURE].float())
             top_down = F.interpolate(multi_scale[-1], size=res2.shape[-2:], mode="bilinear", align_corners=False)

@@ -97,7 +97,8 @@ def segment_video(model: CLIPVIS, frames: Iterable[torch.Tensor], text: TextEmbe
 
     Records are ``{video_id, score, category_id, segmentations}``, best score first; `category_ids`
     maps a vocabulary index to the category id written (default: index + 1). `timings` (if given)
-    accumulates seconds per part: model, matching, classification, postprocess. `on_frames(n)` is
+    accumulates seconds per part: resize, model, classification, matching, postprocess, and within
+    postprocess (also counted there) upsample, rle and spill (the temporary file). `on_frames(n)` is
     called after every chunk of n frames.
     """
     return segment_video_variants(model, frames, text, {"": cfg}, video_id, category_ids, timings, on_frames)[""]
@@ -131,7 +132,7 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
                 with timer("postprocess"):
                     if name not in videos:
                         videos[name] = StreamingVideo(aligned.mask_logits.shape[1], text.num_classes,
-                                                      variant.scoring, aligned.original_size)
+                                                      variant.scoring, aligned.original_size, timer)
                     videos[name].add(aligned)
             if on_frames:
                 on_frames(len(chunk))
@@ -204,17 +205,18 @@ def network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbedding
     logits equals classifying the aligned masks.
     """
     timer = timer or UNTIMED
-    resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)
-               for frame in chunk]
+    with timer("resize"):
+        resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)
+                   for frame in chunk]
     with timer("model"):
         images = model.preprocess(resized)  # (B, 3, Hp, Wp)
-        outputs = model(images, with_aux=False)
+        outputs = model(images, with_aux=False, bf16=cfg.infer.precision == "bf16")
     with timer("classification"):
         class_logits = model.class_logits(outputs["clip_dense"], outputs["pred_masks"], text)
     padded_size, image_size = tuple(images.shape[-2:]), tuple(resized[0].shape[-2:])
     original_size = tuple(chunk[0].shape[-2:])
     with timer("postprocess"):  # once per frame, whatever the number of variants matching it
-        rles = [encode_frame_masks(mask_logits, padded_size, image_size, original_size)
+        rles = [encode_frame_masks(mask_logits, padded_size, image_size, original_size, timer)
                 for mask_logits in outputs["pred_masks"]]
     return AlignedFrames(outputs["pred_object_logits"], outputs["pred_ious"][..., 0], outputs["pred_masks"],
                          class_logits, padded_size, image_size, original_size, rles, outputs["pred_embds"])
@@ -239,8 +241,10 @@ class StreamingVideo:
     Call `close` when done, to delete the temporary file.
     """
 
-    def __init__(self, queries: int, classes: int, scoring: ScoringConfig, output_size: tuple[int, int]):
+    def __init__(self, queries: int, classes: int, scoring: ScoringConfig, output_size: tuple[int, int],
+                 timer: _Timer | None = None):
         self.output_size = output_size
+        self.timer = timer or UNTIMED
         self.score_sums = VideoScoreSums.empty(queries, classes, scoring)
         self.spilled = SpilledFrames(queries, classes)
         self._object_probs: list[torch.Tensor] = []  # per chunk (B, Q)
@@ -261,7 +265,8 @@ class StreamingVideo:
         self._mask_sums.append(sums.cpu())
         self._mask_counts.append(counts.cpu())
         for probs, rles in zip(class_logits.softmax(-1), frames.mask_rles):
-            self.spilled.append(probs, rles)
+            with self.timer("spill"):
+                self.spilled.append(probs, rles)
 
     def _count_switches(self, perms: torch.Tensor, object_probs: torch.Tensor) -> None:
         """perms, object_probs: (B, Q) in slot order."""
@@ -337,19 +342,22 @@ def select_instances(video_scores: torch.Tensor, object_probs: torch.Tensor, cla
 
 
 def encode_frame_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
-                       output_size: tuple[int, int]) -> list[str]:
+                       output_size: tuple[int, int], timer: _Timer | None = None) -> list[str]:
     """(Q, Hp/4, Wp/4) mask logits of a frame -> per query, RLE counts of its mask at the original resolution.
 
     A mask with no positive logit is empty at every resolution (bilinear weights are convex), so it is
     not upsampled.
     """
+    timer = timer or UNTIMED
     counts = [empty_rle(output_size)] * len(mask_logits)
     nonempty = (mask_logits.flatten(1).amax(1) > 0).nonzero()[:, 0].tolist()
     for start in range(0, len(nonempty), UPSAMPLE_QUERIES):
         rows = nonempty[start:start + UPSAMPLE_QUERIES]
-        masks = masks_to_original(mask_logits[rows], padded_size, image_size, output_size)
-        for row, rle in zip(rows, encode_masks(masks)):
-            counts[row] = rle
+        with timer("upsample"):
+            masks = masks_to_original(mask_logits[rows], padded_size, image_size, output_size)
+        with timer("rle"):
+            for row, rle in zip(rows, encode_masks(masks)):
+                counts[row] = rle
     return counts
 
 
@@ -372,18 +380,21 @@ def masks_to_original(mask_logits: torch.Tensor, padded_size: tuple[int, int], i
     the padded input, crop to the resized frame, bilinear to the original size, logit > 0.
 
     Resizing to the same size is the identity (weights 1 and 0), so that step is skipped when the frame
-    was not resized.
+    was not resized. The masks are stored column by column (a transposed view), the order RLE reads.
     """
     x = F.interpolate(mask_logits[None].float(), size=padded_size, mode="bilinear", align_corners=False)
     x = x[..., : image_size[0], : image_size[1]]
     if tuple(output_size) != tuple(image_size):
         x = F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
-    return x[0] > 0
+    columns = torch.empty(x.shape[1], x.shape[3], x.shape[2], dtype=torch.bool, device=x.device)  # (N, W, H)
+    torch.gt(x[0].transpose(1, 2), 0, out=columns)
+    return columns.transpose(1, 2)
 
 
 def encode_masks(masks: torch.Tensor) -> list[str]:
-    """(N, H, W) bool -> compressed COCO RLE counts strings."""
-    array = np.asfortranarray(masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8))  # (H, W, N)
+    """(N, H, W) bool -> compressed COCO RLE counts strings (no copy when stored column by column)."""
+    columns = masks.transpose(1, 2).contiguous().cpu()  # (N, W, H)
+    array = columns.numpy().view(np.uint8).transpose(2, 1, 0)  # (H, W, N) in Fortran order, as pycocotools wants
     return [rle["counts"].decode("ascii") for rle in mask_api.encode(array)]
 
 
