@@ -56,6 +56,7 @@ from clipvis.video.matching import TemporalMatcher
 
 log = logging.getLogger(__name__)
 
+RELEASE_EVERY_FRAMES = 25  # on CPU, free heap memory goes back to the system this often (see clipvis.heap)
 SUPPRESSION_FACTOR = 0.1  # a frame is suppressed when its score is below 0.1 x the video score
 # sigmoid(p) >= 0.5, so a frame can only be suppressed when o_t < 0.02 s²; the margin absorbs rounding.
 SUPPRESSIBLE_OBJECT_PROB = 2 * SUPPRESSION_FACTOR ** 2 * 1.05
@@ -124,6 +125,7 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
     timer = _Timer(timings, device)
     matchers = {name: build_matcher(variant) for name, variant in variants.items()}
     videos: dict[str, StreamingVideo] = {}
+    since_release = 0
     try:
         for chunk in frame_chunks(frames, frames_per_chunk(cfg, device)):
             network = network_chunk(model, chunk, text, cfg, timer)
@@ -134,6 +136,10 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
                         videos[name] = StreamingVideo(aligned.mask_logits.shape[1], text.num_classes,
                                                       variant.scoring, aligned.original_size, timer)
                     videos[name].add(aligned)
+            since_release += len(chunk)
+            if since_release >= RELEASE_EVERY_FRAMES:
+                release_free_memory()
+                since_release = 0
             if on_frames:
                 on_frames(len(chunk))
         if not videos:
