@@ -22,8 +22,9 @@ A frame's mask is suppressed for a selected (slot, class) when sqrt(sigmoid(p_t[
 suppressed, so only those class probabilities are looked up. Suppressed frames get an empty mask
 and add nothing to the mask score m = Σ sigmoid / (Σ count + 1e-6); the final score is s · m.
 
-On CPU the glibc heap keeps freed buffers for the next frame (`clipvis.heap`) and gives its free
-memory back after each video.
+On CPU the network takes one frame at a time, and the glibc heap keeps freed buffers for the next
+frame (`clipvis.heap`): no page faults per frame. The heap gives its free memory back every 25 frames
+and after each video, so that fragmentation cannot build up: resident memory stays flat in video length.
 
 Each video also counts how often matching changed the query that fills a slot showing an object
 (`SlotSwitches`): when the strategies differ in AP, or do not, this says how much matching acted.
