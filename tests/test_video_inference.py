@@ -16,6 +16,7 @@ from clipvis.video.frames import resize_for_inference
 from clipvis.video.inference import (AlignedFrames, SlotSwitches, SpilledFrames, StreamingVideo, build_matcher,
                                      empty_rle, mask_score_terms, masks_to_original, segment_video,
                                      segment_video_variants, select_instances)
+from clipvis.video.bench import compare_detections
 from clipvis.video.matching import match_video
 
 TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.mask_dim=32", "model.num_queries=10",
@@ -164,6 +165,18 @@ def test_category_ids_and_top_k(setup):
     records = segment_video(model, frames[:2], text, cfg, category_ids=[10, 20, 30])
     assert len(records) == 4
     assert {r["category_id"] for r in records} <= {10, 20, 30}
+
+
+def test_bf16_option_keeps_the_detections_close_to_float32(setup):
+    cfg, model, text, frames = setup
+    bf16 = copy.deepcopy(cfg)
+    bf16.infer.precision = "bf16"
+    reference = segment_video(model, iter(frames), text, cfg)
+    result = segment_video(model, iter(frames), text, bf16)
+    assert [r["segmentations"][0]["size"] for r in result] == [r["segmentations"][0]["size"] for r in reference]
+    change = compare_detections(reference, result)
+    assert change["kept"] >= 0.8 * len(reference) and change["mean_iou"] > 0.9
+    assert change["max_score_delta"] < 0.05 * change["max_score"]
 
 
 def test_select_instances_by_hand():
