@@ -93,13 +93,11 @@ def _nccl_version() -> str | None:
 def cpu_reference(reference: dict, frames: int, height: int, width: int, seed: int) -> dict:
     """Build the random-weight RN50 model and segment a synthetic video on CPU; kept in `reference`."""
     from clipvis.model.bench import LVVIS_CLASSES, forward_and_classify
-    from clipvis.model.checkpoint import load_model
-    from clipvis.video.bench import random_vocabulary, synthetic_frames
+    from clipvis.video.bench import random_vocabulary, random_weight_model, synthetic_frames
     from clipvis.video.inference import segment_video
 
     cfg = load_config("params/paper/base.yaml", PAPER_R50 + ["infer.device=cpu", f"infer.min_size={height}"])
-    torch.manual_seed(seed)
-    model = load_model(cfg, None, torch.device("cpu"))
+    model, model_seed = random_weight_model(cfg, torch.device("cpu"), seed, height, width)
     text = random_vocabulary(model.clip.embed_dim, LVVIS_CLASSES, seed)
     video = list(synthetic_frames(frames, height, width, seed))
     start = time.perf_counter()
@@ -108,7 +106,7 @@ def cpu_reference(reference: dict, frames: int, height: int, width: int, seed: i
     with torch.inference_mode():
         outputs = forward_and_classify(model, model.preprocess(video[:1]), text)
     reference.update(model=model, cfg=cfg, text=text, video=video, records=records, outputs=outputs)
-    return {"frames": frames, "frame_size": [height, width], "detections": len(records),
+    return {"frames": frames, "frame_size": [height, width], "model_seed": model_seed, "detections": len(records),
             "seconds_per_frame": round(seconds / frames, 3)}
 
 

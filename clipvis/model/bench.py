@@ -104,11 +104,9 @@ def compare_precisions(cfg: Config, height: int, width: int, repeats: int, devic
                        precisions: list[str]) -> dict:
     """Per precision, the seconds of each part (runs of the precisions alternate); with both, the
     bf16/fp32 ratios and bf16's effect on the outputs."""
-    from clipvis.model.clipvis_model import CLIPVIS
-    from clipvis.video.bench import random_vocabulary, synthetic_frames
+    from clipvis.video.bench import random_vocabulary, random_weight_model, synthetic_frames
 
-    torch.manual_seed(0)
-    model = CLIPVIS.from_config(cfg.model, cfg.clip).to(device).eval()
+    model, model_seed = random_weight_model(cfg, device, 0, height, width)
     text = random_vocabulary(model.clip.embed_dim, LVVIS_CLASSES, seed=0)
     image = model.preprocess(list(synthetic_frames(1, height, width, seed=0)))
     best: dict[str, dict[str, float]] = {p: {} for p in precisions}
@@ -123,7 +121,7 @@ def compare_precisions(cfg: Config, height: int, width: int, repeats: int, devic
                 times = {**clock.seconds, "total_s": clock.now() - start}
                 if repeat:
                     best[precision] = {k: min(v, best[precision].get(k, float("inf"))) for k, v in times.items()}
-    result = {p: {k: round(v, 4) for k, v in best[p].items()} for p in precisions}
+    result = {"model_seed": model_seed, **{p: {k: round(v, 4) for k, v in best[p].items()} for p in precisions}}
     if {"fp32", "bf16"} <= set(precisions):
         result["bf16_over_fp32"] = {k: round(best["bf16"][k] / best["fp32"][k], 3)
                                     for k in best["fp32"] if best["fp32"][k] > 0}
