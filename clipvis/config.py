@@ -118,6 +118,9 @@ class InferConfig:
     resize: Literal["pil", "torch"] = "pil"
     frames_per_chunk: int = 4
     device: str = "auto"
+    # "bf16": the network runs under bfloat16 autocast (sampling locations stay float32); classification,
+    # matching and scoring stay float32. Faster where the CPU has bf16 instructions (avx512_bf16, AMX) or on CUDA.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 @dataclass

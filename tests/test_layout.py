@@ -9,7 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clipvis"
 # import each other (the single modules of the base and of the top may).
 FLAT = (0, 6)
 LAYERS = [
-    {"clipvis.config", "clipvis.errors", "clipvis.files", "clipvis.launch", "clipvis.tracking", "clipvis.layout"},
+    {"clipvis.config", "clipvis.errors", "clipvis.files", "clipvis.heap", "clipvis.launch", "clipvis.tracking",
+     "clipvis.layout"},
     {"clipvis.data"},
     {"clipvis.model"},
     {"clipvis.video", "clipvis.training", "clipvis.evaluation", "clipvis.toy"},

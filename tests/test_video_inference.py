@@ -13,6 +13,7 @@ from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.weighted_scores import video_scores
 from clipvis.model.text_classifier import text_embeddings
 from clipvis.model.postprocess import resize_for_inference
+from clipvis.bench.inference import compare_detections
 from clipvis.model.postprocess import empty_rle, mask_score_terms, masks_to_original
 from clipvis.video.inference import (AlignedFrames, SlotSwitches, SpilledFrames, StreamingVideo, build_matcher,
                                      segment_video, segment_video_variants, select_instances)
@@ -130,9 +131,9 @@ def test_variants_count_slot_switches_of_their_own_matching(setup):
     model = copy.deepcopy(model)
     network = model.forward
 
-    def forward_with_random_embeddings(images, with_aux):
+    def forward_with_random_embeddings(images, with_aux, **options):
         """The random model's queries keep their order; random embeddings (a function of each frame) do not."""
-        outputs = network(images, with_aux=with_aux)
+        outputs = network(images, with_aux=with_aux, **options)
         seeds = [int(image.sum() * 1000) % 2**31 for image in images]
         outputs["pred_embds"] = torch.stack([torch.randn(outputs["pred_embds"].shape[1:],
                                                          generator=torch.Generator().manual_seed(seed))
@@ -164,6 +165,18 @@ def test_category_ids_and_top_k(setup):
     records = segment_video(model, frames[:2], text, cfg, category_ids=[10, 20, 30])
     assert len(records) == 4
     assert {r["category_id"] for r in records} <= {10, 20, 30}
+
+
+def test_bf16_option_keeps_the_detections_close_to_float32(setup):
+    cfg, model, text, frames = setup
+    bf16 = copy.deepcopy(cfg)
+    bf16.infer.precision = "bf16"
+    reference = segment_video(model, iter(frames), text, cfg)
+    result = segment_video(model, iter(frames), text, bf16)
+    assert [r["segmentations"][0]["size"] for r in result] == [r["segmentations"][0]["size"] for r in reference]
+    change = compare_detections(reference, result)
+    assert change["kept"] >= 0.8 * len(reference) and change["mean_iou"] > 0.9
+    assert change["max_score_delta"] < 0.05 * change["max_score"]
 
 
 def test_select_instances_by_hand():

@@ -16,13 +16,15 @@ HELP = "measure speed and memory; prints JSON"
 # topic -> (function "module:name", help)
 TOPICS = {
     "score": ("clipvis.bench.scorer:run", "the video AP scorer on an LV-VIS-sized problem"),
-    "model": ("clipvis.bench.model:run_model", "per-frame time of each model part, RN50 and ConvNeXt-B"),
+    "model": ("clipvis.bench.model:run_model", "per-frame time of each model part, RN50 and ConvNeXt-B, fp32 and bf16"),
     "complexity": ("clipvis.bench.model:run_complexity", "FLOPs and frames/s of a trained model (Table VI)"),
-    "infer": ("clipvis.bench.inference:run_infer", "frames/s of streaming inference and its time shares"),
+    "infer": ("clipvis.bench.inference:run_infer",
+              "streaming inference against the network alone, where the time goes, fp32 and bf16"),
     "memory": ("clipvis.bench.inference:run_memory", "peak memory of a 100- vs 1,000-frame video"),
     "toy": ("clipvis.bench.toy:run",
             "what bounds the toy experiment: CLIP-grid visibility, ground-truth-mask classification, "
             "oracle-class AP, slot switches, training loss"),
+    "gpu": ("clipvis.bench.gpu:run", "the GPU check: AMP training, DDP, FPS, memory, CPU vs GPU outputs"),
 }
 
 
@@ -32,6 +34,7 @@ def add_arguments(parser) -> None:
         topic = topics.add_parser(name, help=help_text, description=help_text)
         topic.add_argument("--seed", type=int, default=0)
         topic.add_argument("--out", help="also write the JSON to this file")
+        topic.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
         if name == "score":
             topic.add_argument("--videos", type=int, default=837)
             topic.add_argument("--categories", type=int, default=1196)
@@ -39,15 +42,21 @@ def add_arguments(parser) -> None:
             topic.add_argument("--frames", type=int, default=30, help="frames per video")
             topic.add_argument("--height", type=int, default=720)
             topic.add_argument("--width", type=int, default=1280)
+        if name in ("model", "complexity", "infer"):
+            topic.add_argument("--repeats", type=int, default=2 if name == "infer" else 3,
+                               help="timed rounds after a warm-up; the minimum is reported")
         if name in ("model", "complexity"):
-            topic.add_argument("--repeats", type=int, default=3, help="timed runs; the minimum is reported")
             topic.add_argument("--height", type=int, default=480)
             topic.add_argument("--width", type=int, default=640)
+        if name in ("model", "infer"):
+            topic.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
         if name == "complexity":
             topic.add_argument("--checkpoint", required=True)
             add_config_arguments(topic, "params YAML (default: the checkpoint's own config)")
         if name == "infer":
-            topic.add_argument("--infer-frames", type=int, default=10, help="frames timed per model")
+            topic.add_argument("--infer-frames", type=int, default=10, help="frames of the video timed")
+            topic.add_argument("--clips", default="RN50,convnext_base_w_320", help="comma-separated open_clip models")
+            topic.add_argument("--chunks", default="10", help="comma-separated infer.frames_per_chunk values")
         if name == "toy":
             add_config_arguments(topic, "params YAML (CLIP, infer sizes; default: params/toy/default.yaml)")
             topic.set_defaults(params="params/toy/default.yaml")
@@ -55,9 +64,25 @@ def add_arguments(parser) -> None:
             topic.add_argument("--model-runs", help="a trained model's runs folder (e.g. runs/toy/default, with "
                                                     "train/ and infer/): adds the segmenter and training diagnostics")
             topic.add_argument("--frame-step", type=int, default=4, help="classify ground-truth masks in every n-th frame")
+        if name == "memory":
+            topic.add_argument("--scale", choices=("narrow", "paper"), default="narrow",
+                               help="narrow: a small model on 240x320 (quick); paper: RN50 on 480x640")
+            topic.add_argument("--lengths", default="100,1000", help="comma-separated video lengths")
+        if name == "gpu":
+            topic.add_argument("--steps", type=int, default=20, help="AMP training steps")
+            topic.add_argument("--train-batch", type=int, default=4, help="images per AMP training step")
+            topic.add_argument("--train-size", type=int, default=1024, help="side of the square training images")
+            topic.add_argument("--fps-frames", type=int, default=30, help="frames of the video timed per model")
+            topic.add_argument("--frames", type=int, default=10, help="frames of the CPU vs GPU video")
+            topic.add_argument("--height", type=int, default=480, help="frame height of the CPU vs GPU video")
+            topic.add_argument("--width", type=int, default=640, help="frame width of the CPU vs GPU video")
 
 
 def main(args) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     module_name, function_name = TOPICS[args.topic][0].split(":")
     run = getattr(importlib.import_module(module_name), function_name)
     result = run(args, config_from_arguments(args)) if hasattr(args, "overrides") else run(args)

@@ -7,6 +7,8 @@ stride-32 map under each predicted mask and compares it with the vocabulary's te
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,15 +75,20 @@ class CLIPVIS(nn.Module):
             batch[i, :, : image.shape[-2], : image.shape[-1]] = normalised
         return batch
 
-    def forward(self, images: torch.Tensor, with_aux: bool | None = None) -> dict:
+    def forward(self, images: torch.Tensor, with_aux: bool | None = None, bf16: bool = False) -> dict:
         """Normalised, padded images (B, 3, H, W) -> decoder outputs (see QueryDecoder) + `clip_dense`.
 
         `clip_dense` is the frozen CLIP's stride-32 map (B, C_clip, H/32, W/32), used for classification.
+        `bf16`: the whole network runs under bfloat16 autocast, the pixel decoder included (an inference
+        option; training AMP keeps the pixel decoder in float32); the outputs are float32.
         """
-        features = self.clip.features(images)
-        mask_features, multi_scale = self.pixel_decoder(features)
-        outputs = self.decoder(multi_scale, mask_features, with_aux=with_aux)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            features = self.clip.features(images)
+            mask_features, multi_scale = self.pixel_decoder(features, bf16=bf16)
+            outputs = self.decoder(multi_scale, mask_features, with_aux=with_aux)
         outputs["clip_dense"] = features["clip_dense"]
+        if bf16:
+            outputs = {key: value.float() if torch.is_tensor(value) else value for key, value in outputs.items()}
         return outputs
 
     def class_logits(self, clip_dense: torch.Tensor, mask_logits: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:

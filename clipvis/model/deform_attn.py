@@ -30,58 +30,62 @@ def ms_deform_attn_core(
     Same as `grid_sample(bilinear, zeros padding, align_corners=False)` at each point: pixel
     coordinate x·W − 0.5, corners outside the map count as zero. Differentiable in value,
     sampling_locations and attention_weights.
+
+    The maps are read through a zero border (one pixel before, two after, in x and y), and each
+    point is clamped into [−1, W] × [−1, H]: then all four corners of every point are rows of the
+    bordered maps, and a corner outside the map reads zero. A point clamped in x (or y) had both
+    its corners in x (or y) outside the map, so it read zero before as after.
     """
     n, s, heads, head_dim = value.shape
     _, lq, _, levels, points, _ = sampling_locations.shape
     bags, k = n * lq * heads, levels * points  # one bag per (image, query, head); k points each
-    index_dtype = torch.int32 if n * s * heads < 2**31 else torch.int64
+    sizes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    bordered = [(h + 3, w + 3) for h, w in sizes]
+    rows_per_image = sum(h * w for h, w in bordered) * heads
+    index_dtype = torch.int32 if n * rows_per_image < 2**31 else torch.int64
     device, dtype = value.device, sampling_locations.dtype
 
+    # The bordered maps as a table of (N · S' · heads) rows of head_dim: row (image·S' + position)·heads + head.
+    table = value.new_zeros(n, rows_per_image // heads, heads * head_dim)
+    start = 0
+    for level_value, (h, w), (bordered_h, bordered_w) in zip(value.split([h * w for h, w in sizes], 1), sizes, bordered):
+        block = table[:, start:start + bordered_h * bordered_w].view(n, bordered_h, bordered_w, -1)
+        block[:, 1:h + 1, 1:w + 1] = level_value.reshape(n, h, w, -1)
+        start += bordered_h * bordered_w
+
     # Per-point constants over the k = (level, point) axis, which is the inner axis below.
-    height = spatial_shapes[:, 0].repeat_interleave(points).to(device)  # (k,)
-    width = spatial_shapes[:, 1].repeat_interleave(points).to(device)
-    areas = spatial_shapes[:, 0] * spatial_shapes[:, 1]
-    level_start = (areas.cumsum(0) - areas).repeat_interleave(points).to(device, index_dtype)
-    last_x, last_y = (width - 1).to(dtype), (height - 1).to(dtype)
+    def per_point(values: list[float]) -> Tensor:
+        return torch.tensor(values, dtype=dtype).repeat_interleave(points).to(device)
+
+    width, height = per_point([w for _, w in sizes]), per_point([h for h, _ in sizes])
+    lowest = torch.full_like(width, -1.0)
+    row_stride = per_point([bordered_w * heads for _, bordered_w in bordered])  # one row of a bordered map
+    starts = [0] + torch.tensor([bh * bw for bh, bw in bordered]).cumsum(0).tolist()[:-1]
+    # Row of pixel (0, 0) of each level: past the level's start, the top border row and the left border column.
+    origin = per_point([(start + bordered_w + 1) * heads for start, (_, bordered_w) in zip(starts, bordered)])
 
     loc_x, loc_y = sampling_locations.reshape(bags, k, 2).unbind(-1)
-    pixel_x = loc_x * width.to(dtype) - 0.5  # (bags, k)
-    pixel_y = loc_y * height.to(dtype) - 0.5
-    # Corner grid lines, without gradient. nan_to_num keeps a NaN location out of the row indices;
-    # it stays NaN in the fractions, so the output is NaN.
-    left, top = pixel_x.detach().floor().nan_to_num(), pixel_y.detach().floor().nan_to_num()
-    right, bottom = left + 1, top + 1
+    pixel_x = torch.clamp(loc_x * width - 0.5, lowest, width)  # (bags, k)
+    pixel_y = torch.clamp(loc_y * height - 0.5, lowest, height)
+    left, top = pixel_x.detach().floor(), pixel_y.detach().floor()
     frac_x, frac_y = pixel_x - left, pixel_y - top
-    # Corners are clamped into the map; one that moved (by a whole pixel or more) lay outside and
-    # weighs 0. These 0/1 factors use float arithmetic: much cheaper on CPU than boolean masks.
-    left_in = left.clamp(min=0).minimum(last_x)
-    right_in = right.clamp(min=0).minimum(last_x)
-    top_in = top.clamp(min=0).minimum(last_y)
-    bottom_in = bottom.clamp(min=0).minimum(last_y)
+    # Top-left corner rows, exact in float32 (< 2^24 per image). nan_to_num keeps a NaN location out
+    # of the row indices; it stays NaN in the fractions, so the output is NaN.
+    top_left = torch.addcmul(origin, top, row_stride).add_(left, alpha=heads).nan_to_num_(0.0).to(index_dtype)
+    image_head = torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1) * rows_per_image
+    image_head = (image_head + torch.arange(heads, device=device, dtype=index_dtype)).expand(n, lq, heads)
+    top_left += image_head.reshape(bags, 1)
+    below = top_left + row_stride.to(index_dtype)
+    # (bags, 4, k): the corners top-left, top-right, bottom-left, bottom-right of every point.
+    rows = torch.stack([top_left, top_left + heads, below, below + heads], 1)
+    weight_left, weight_right = 1 - frac_x, frac_x
     attn = attention_weights.reshape(bags, k)
-    weight_left = (1 - frac_x) * (1 - (left_in - left).abs()).clamp(min=0)
-    weight_right = frac_x * (1 - (right_in - right).abs()).clamp(min=0)
-    weight_top = attn * (1 - frac_y) * (1 - (top_in - top).abs()).clamp(min=0)
-    weight_bottom = attn * frac_y * (1 - (bottom_in - bottom).abs()).clamp(min=0)
-
-    # Row of `value` viewed as a (N·S·heads, head_dim) table: (image·S + level_start + y·W + x)·heads + head.
-    bag_offset = torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1) * (s * heads)
-    bag_offset = (bag_offset + torch.arange(heads, device=device, dtype=index_dtype)).expand(n, lq, heads)
-    row_base = level_start * heads + bag_offset.reshape(bags, 1)  # (bags, k)
-    row_stride = width.to(index_dtype) * heads
-    row_top = top_in.to(index_dtype) * row_stride + row_base
-    row_bottom = bottom_in.to(index_dtype) * row_stride + row_base
-    col_left = left_in.to(index_dtype) * heads
-    col_right = right_in.to(index_dtype) * heads
-
-    # (bags, 4, k): the four corners of every point, each corner block contiguous.
-    rows = torch.stack([row_top + col_left, row_top + col_right, row_bottom + col_left, row_bottom + col_right], 1)
-    corner_weights = [weight_top * weight_left, weight_top * weight_right]
-    corner_weights += [weight_bottom * weight_left, weight_bottom * weight_right]
-    weights = torch.stack(corner_weights, 1)
+    weight_top, weight_bottom = attn * (1 - frac_y), attn * frac_y
+    weights = torch.stack([weight_top * weight_left, weight_top * weight_right,
+                           weight_bottom * weight_left, weight_bottom * weight_right], 1)
     out = F.embedding_bag(
         rows.view(bags, 4 * k),
-        value.reshape(n * s * heads, head_dim),
+        table.view(-1, head_dim),
         per_sample_weights=weights.view(bags, 4 * k).to(value.dtype),
         mode="sum",
     )
@@ -128,15 +132,22 @@ class MSDeformAttn(nn.Module):
         value = self.value_proj(value_input).view(n, value_input.shape[1], self.heads, -1)
         # Offsets are in pixels of each level: the division by the level's (W, H) is folded into the
         # layer, and the reference (x, y) is added to every (head, level, point) by a 0/1 matrix.
+        # The offsets and the attention logits come from one matrix product.
         scale = 1 / spatial_shapes.flip(-1).to(query)  # (levels, 2) as (1/W, 1/H)
         scale = scale[None, :, None, :].expand(self.heads, -1, self.points, -1).reshape(-1)
-        offsets = F.linear(query, self.sampling_offsets.weight * scale[:, None], self.sampling_offsets.bias * scale)
-        to_every_point = torch.eye(2, dtype=query.dtype, device=query.device).repeat(1, scale.numel() // 2)
-        reference = reference_points.expand(n, lq, 2).reshape(n * lq, 2)
-        locations = torch.addmm(offsets.view(n * lq, -1), reference, to_every_point)
+        # Sampling locations need float32 also under a bfloat16 autocast: 8 bits of mantissa would move
+        # a point by up to a third of a pixel on an 80-pixel map.
+        weight = torch.cat([self.sampling_offsets.weight * scale[:, None], self.attention_weights.weight])
+        bias = torch.cat([self.sampling_offsets.bias * scale, self.attention_weights.bias])
+        with torch.autocast(query.device.type, enabled=False):
+            projected = F.linear(query.float(), weight, bias)
+            offsets, logits = projected.split([scale.numel(), self.levels * self.points * self.heads], -1)
+            to_every_point = torch.eye(2, dtype=query.dtype, device=query.device).repeat(1, scale.numel() // 2)
+            reference = reference_points.expand(n, lq, 2).reshape(n * lq, 2)
+            locations = torch.addmm(offsets.reshape(n * lq, -1), reference, to_every_point)
         locations = locations.view(n, lq, self.heads, self.levels, self.points, 2)
         # Softmax over levels·points, written out: torch.softmax is slow on CPU for a last dim of 12.
-        logits = self.attention_weights(query).view(n, lq, self.heads, self.levels * self.points)
+        logits = logits.reshape(n, lq, self.heads, self.levels * self.points)
         attn = (logits - logits.amax(-1, keepdim=True).detach()).exp()
         attn = (attn / attn.sum(-1, keepdim=True)).view(n, lq, self.heads, self.levels, self.points)
         return self.output_proj(ms_deform_attn_core(value, spatial_shapes, locations, attn))

@@ -30,7 +30,7 @@ class DeformableEncoderLayer(nn.Module):
         """src, pos: (N, S, C); reference_points: (N or 1, S, 2); spatial_shapes: (levels, 2). Returns (N, S, C)."""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes)
         src = self.norm1(src + self.dropout(attended))
-        hidden = self.dropout(F.relu(self.linear1(src)))
+        hidden = self.dropout(F.relu(self.linear1(src), inplace=True))
         return self.norm2(src + self.dropout(self.linear2(hidden)))
 
 
@@ -78,7 +78,7 @@ class PixelDecoder(nn.Module):
             DeformableEncoderLayer(conv_dim, ffn_dim, heads, levels, points, dropout) for _ in range(encoder_layers)
         )
         self.lateral_conv = conv_norm(res2_channels, conv_dim, 1, bias=False)
-        self.output_conv = nn.Sequential(*conv_norm(conv_dim, conv_dim, 3, bias=False), nn.ReLU())
+        self.output_conv = nn.Sequential(*conv_norm(conv_dim, conv_dim, 3, bias=False), nn.ReLU(inplace=True))
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
         self.reset_parameters()
 
@@ -99,9 +99,10 @@ class PixelDecoder(nn.Module):
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 
-    def forward(self, features: dict[str, Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """features: "res2".."res5" (B, C_i, H/4..H/32, W/4..W/32). Always computed in float32."""
-        with torch.autocast(features[FPN_FEATURE].device.type, enabled=False):
+    def forward(self, features: dict[str, Tensor], bf16: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """features: "res2".."res5" (B, C_i, H/4..H/32, W/4..W/32). Computed in float32 whatever the
+        caller's autocast (as the reference), or under bfloat16 autocast when `bf16` (an inference option)."""
+        with torch.autocast(features[FPN_FEATURE].device.type, dtype=torch.bfloat16, enabled=bf16):
             multi_scale = self.encode(features)
             res2 = self.lateral_conv(features[FPN_FEATURE].float())
             top_down = F.interpolate(multi_scale[-1], size=res2.shape[-2:], mode="bilinear", align_corners=False)

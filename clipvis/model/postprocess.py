@@ -4,7 +4,9 @@ back to the original resolution, their compressed RLE, and the mask-score terms 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Callable, ContextManager
 
 import numpy as np
 import pycocotools.mask as mask_api
@@ -40,20 +42,27 @@ def resize_for_inference(frame: torch.Tensor, min_size: int, max_size: int, meth
 
 
 def encode_frame_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
-                       output_size: tuple[int, int]) -> list[str]:
+                       output_size: tuple[int, int], timer: Callable[[str], ContextManager] | None = None) -> list[str]:
     """(Q, Hp/4, Wp/4) mask logits of a frame -> per query, RLE counts of its mask at the original resolution.
 
     A mask with no positive logit is empty at every resolution (bilinear weights are convex), so it is
-    not upsampled.
+    not upsampled. `timer(name)` (if given) times the "upsample" and "rle" parts.
     """
+    timer = timer or _untimed
     counts = [empty_rle(output_size)] * len(mask_logits)
     nonempty = (mask_logits.flatten(1).amax(1) > 0).nonzero()[:, 0].tolist()
     for start in range(0, len(nonempty), UPSAMPLE_QUERIES):
         rows = nonempty[start:start + UPSAMPLE_QUERIES]
-        masks = masks_to_original(mask_logits[rows], padded_size, image_size, output_size)
-        for row, rle in zip(rows, encode_masks(masks)):
-            counts[row] = rle
+        with timer("upsample"):
+            masks = masks_to_original(mask_logits[rows], padded_size, image_size, output_size)
+        with timer("rle"):
+            for row, rle in zip(rows, encode_masks(masks)):
+                counts[row] = rle
     return counts
+
+
+def _untimed(name: str) -> ContextManager:
+    return contextlib.nullcontext()
 
 
 @functools.cache
@@ -75,16 +84,19 @@ def masks_to_original(mask_logits: torch.Tensor, padded_size: tuple[int, int], i
     the padded input, crop to the resized frame, bilinear to the original size, logit > 0.
 
     Resizing to the same size is the identity (weights 1 and 0), so that step is skipped when the frame
-    was not resized.
+    was not resized. The masks are stored column by column (a transposed view), the order RLE reads.
     """
     x = F.interpolate(mask_logits[None].float(), size=padded_size, mode="bilinear", align_corners=False)
     x = x[..., : image_size[0], : image_size[1]]
     if tuple(output_size) != tuple(image_size):
         x = F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
-    return x[0] > 0
+    columns = torch.empty(x.shape[1], x.shape[3], x.shape[2], dtype=torch.bool, device=x.device)  # (N, W, H)
+    torch.gt(x[0].transpose(1, 2), 0, out=columns)
+    return columns.transpose(1, 2)
 
 
 def encode_masks(masks: torch.Tensor) -> list[str]:
-    """(N, H, W) bool -> compressed COCO RLE counts strings."""
-    array = np.asfortranarray(masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8))  # (H, W, N)
+    """(N, H, W) bool -> compressed COCO RLE counts strings (no copy when stored column by column)."""
+    columns = masks.transpose(1, 2).contiguous().cpu()  # (N, W, H)
+    array = columns.numpy().view(np.uint8).transpose(2, 1, 0)  # (H, W, N) in Fortran order, as pycocotools wants
     return [rle["counts"].decode("ascii") for rle in mask_api.encode(array)]

@@ -67,7 +67,7 @@ class FeedForwardBlock(nn.Module):
         _xavier_init(self)
 
     def forward(self, queries):
-        return self.norm(queries + self.linear2(F.relu(self.linear1(queries))))
+        return self.norm(queries + self.linear2(F.relu(self.linear1(queries), inplace=True)))
 
 
 class MLP(nn.Module):
@@ -79,7 +79,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
+            x = F.relu(layer(x), inplace=True)
         return self.layers[-1](x)
 
 

@@ -1,6 +1,6 @@
 """Streaming video inference (REFERENCE_FACTS §3), with memory flat in video length.
 
-    frames, `frames_per_chunk` at a time -> network (no aux outputs) -> each frame's queries put in
+    frames, `frames_per_chunk` at a time (one on CPU) -> network (no aux outputs) -> each frame's queries put in
     track slots by the TemporalMatcher -> per-frame CLIP class logits of the aligned masks ->
     running sums of the video scores (§3.5) -> at the end: top-k (slot, class) pairs, per-frame
     suppression and mask score (§3.6) -> YTVIS records with one RLE per frame (§3.7).
@@ -22,14 +22,16 @@ A frame's mask is suppressed for a selected (slot, class) when sqrt(sigmoid(p_t[
 suppressed, so only those class probabilities are looked up. Suppressed frames get an empty mask
 and add nothing to the mask score m = Σ sigmoid / (Σ count + 1e-6); the final score is s · m.
 
+On CPU the network takes one frame at a time, and the glibc heap keeps freed buffers for the next
+frame (`clipvis.heap`): no page faults per frame. The heap gives its free memory back every 25 frames
+and after each video, so that fragmentation cannot build up: resident memory stays flat in video length.
+
 Each video also counts how often matching changed the query that fills a slot showing an object
 (`SlotSwitches`): when the strategies differ in AP, or do not, this says how much matching acted.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
 import tempfile
 import time
@@ -43,6 +45,7 @@ import torch
 
 from clipvis.config import Config, ScoringConfig
 from clipvis.errors import InputError
+from clipvis.heap import keep_freed_memory, release_free_memory
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.postprocess import (MASK_SCORE_EPS, empty_rle, encode_frame_masks, mask_score_terms,
                                       resize_for_inference)
@@ -52,6 +55,7 @@ from clipvis.video.query_matching import TemporalMatcher
 
 log = logging.getLogger(__name__)
 
+RELEASE_EVERY_FRAMES = 25  # on CPU, free heap memory goes back to the system this often (see clipvis.heap)
 SUPPRESSION_FACTOR = 0.1  # a frame is suppressed when its score is below 0.1 x the video score
 # sigmoid(p) >= 0.5, so a frame can only be suppressed when o_t < 0.02 s²; the margin absorbs rounding.
 SUPPRESSIBLE_OBJECT_PROB = 2 * SUPPRESSION_FACTOR ** 2 * 1.05
@@ -75,7 +79,8 @@ def segment_video(model: CLIPVIS, frames: Iterable[torch.Tensor], text: TextEmbe
 
     Records are ``{video_id, score, category_id, segmentations}``, best score first; `category_ids`
     maps a vocabulary index to the category id written (default: index + 1). `timings` (if given)
-    accumulates seconds per part: model, matching, classification, postprocess. `on_frames(n)` is
+    accumulates seconds per part: resize, model, classification, matching, postprocess, and within
+    postprocess (also counted there) upsample, rle and spill (the temporary file). `on_frames(n)` is
     called after every chunk of n frames.
     """
     return segment_video_variants(model, frames, text, {"": cfg}, video_id, category_ids, timings, on_frames)[""]
@@ -95,20 +100,27 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
     cfg = next(iter(variants.values()))
     if cfg.infer.frames_per_chunk < 1:
         raise InputError("config", "infer.frames_per_chunk", f"must be >= 1, got {cfg.infer.frames_per_chunk}")
-    timer = _Timer(timings, model.clip.pixel_mean.device)
+    device = model.clip.pixel_mean.device
+    if device.type == "cpu":
+        keep_freed_memory()
+    timer = _Timer(timings, device)
     matchers = {name: build_matcher(variant) for name, variant in variants.items()}
     videos: dict[str, StreamingVideo] = {}
+    since_release = 0
     try:
-        for chunk in frame_chunks(frames, cfg.infer.frames_per_chunk):
+        for chunk in frame_chunks(frames, frames_per_chunk(cfg, device)):
             network = network_chunk(model, chunk, text, cfg, timer)
             for name, variant in variants.items():
                 aligned = align_chunk(network, matchers[name], timer)
                 with timer("postprocess"):
                     if name not in videos:
                         videos[name] = StreamingVideo(aligned.mask_logits.shape[1], text.num_classes,
-                                                      variant.scoring, aligned.original_size)
+                                                      variant.scoring, aligned.original_size, timer)
                     videos[name].add(aligned)
-            _release_free_heap()
+            since_release += len(chunk)
+            if since_release >= RELEASE_EVERY_FRAMES:
+                release_free_memory()
+                since_release = 0
             if on_frames:
                 on_frames(len(chunk))
         if not videos:
@@ -122,6 +134,17 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
     finally:
         for video in videos.values():
             video.close()
+        release_free_memory()
+
+
+def frames_per_chunk(cfg: Config, device: torch.device) -> int:
+    """Frames the network takes at once: `infer.frames_per_chunk` on an accelerator, 1 on CPU.
+
+    On CPU a batch of frames is no faster per frame than one frame (the layers are large matrix
+    products either way), and its buffers grow with the batch: 10 frames of 480×640 need 4.5 GB
+    against 1.9 GB. Frames are independent in the network, so the outputs are the same.
+    """
+    return 1 if device.type == "cpu" else cfg.infer.frames_per_chunk
 
 
 @dataclass
@@ -169,17 +192,18 @@ def network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbedding
     logits equals classifying the aligned masks.
     """
     timer = timer or UNTIMED
-    resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)
-               for frame in chunk]
+    with timer("resize"):
+        resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)
+                   for frame in chunk]
     with timer("model"):
         images = model.preprocess(resized)  # (B, 3, Hp, Wp)
-        outputs = model(images, with_aux=False)
+        outputs = model(images, with_aux=False, bf16=cfg.infer.precision == "bf16")
     with timer("classification"):
         class_logits = model.class_logits(outputs["clip_dense"], outputs["pred_masks"], text)
     padded_size, image_size = tuple(images.shape[-2:]), tuple(resized[0].shape[-2:])
     original_size = tuple(chunk[0].shape[-2:])
     with timer("postprocess"):  # once per frame, whatever the number of variants matching it
-        rles = [encode_frame_masks(mask_logits, padded_size, image_size, original_size)
+        rles = [encode_frame_masks(mask_logits, padded_size, image_size, original_size, timer)
                 for mask_logits in outputs["pred_masks"]]
     return AlignedFrames(outputs["pred_object_logits"], outputs["pred_ious"][..., 0], outputs["pred_masks"],
                          class_logits, padded_size, image_size, original_size, rles, outputs["pred_embds"])
@@ -204,8 +228,10 @@ class StreamingVideo:
     Call `close` when done, to delete the temporary file.
     """
 
-    def __init__(self, queries: int, classes: int, scoring: ScoringConfig, output_size: tuple[int, int]):
+    def __init__(self, queries: int, classes: int, scoring: ScoringConfig, output_size: tuple[int, int],
+                 timer: _Timer | None = None):
         self.output_size = output_size
+        self.timer = timer or UNTIMED
         self.score_sums = VideoScoreSums.empty(queries, classes, scoring)
         self.spilled = SpilledFrames(queries, classes)
         self._object_probs: list[torch.Tensor] = []  # per chunk (B, Q)
@@ -226,7 +252,8 @@ class StreamingVideo:
         self._mask_sums.append(sums.cpu())
         self._mask_counts.append(counts.cpu())
         for probs, rles in zip(class_logits.softmax(-1), frames.mask_rles):
-            self.spilled.append(probs, rles)
+            with self.timer("spill"):
+                self.spilled.append(probs, rles)
 
     def _count_switches(self, perms: torch.Tensor, object_probs: torch.Tensor) -> None:
         """perms, object_probs: (B, Q) in slot order."""
@@ -368,26 +395,6 @@ class _Timer:
         yield
         self.synchronize()
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def _release_free_heap() -> None:
-    """Give freed heap memory back to the system (glibc's malloc_trim; nothing elsewhere).
-
-    glibc serves the large, short-lived buffers of each chunk from its heap once a few have been
-    freed, and the heap then fragments: without this, the resident memory grows by about 2 MB a
-    frame (240x320 frames, 100 queries). A call costs milliseconds.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 UNTIMED = _Timer(None, torch.device("cpu"))
