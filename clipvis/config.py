@@ -71,7 +71,7 @@ class ClipConfig:
 
 @dataclass
 class ModelConfig:
-    """The segmenter (REFERENCE_FACTS §1). `dec_layers` counts prediction sets as the authors'
+    """The segmenter (docs/method.md §2–§4). `dec_layers` counts prediction sets as the authors'
     MODEL.MASK_FORMER.DEC_LAYERS does: the decoder has dec_layers - 1 layers."""
 
     hidden_dim: int = 256
@@ -125,7 +125,7 @@ class InferConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation (REFERENCE_FACTS §2.3–2.5). Iterations count optimiser steps."""
+    """Optimisation (docs/method.md §6.3–§6.10). Iterations count optimiser steps."""
 
     seed: int = 0
     batch_size: int = 8
@@ -230,6 +230,20 @@ def is_overridden(overrides: list[str], key: str) -> bool:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     write_yaml(path, to_dict(cfg))
+
+
+# Training settings that may change between a run and its resumption without changing what is computed.
+RESUMABLE_CHANGES = ("max_iter", "checkpoint_every", "log_every", "num_workers")
+
+
+def training_settings(config: dict) -> dict:
+    """What a training run's weights depend on, from a config dict: the training data (and toy world), the
+    frozen CLIP, the network and the optimisation; not test-time settings (matching, scoring, infer),
+    where it runs, nor the run's length and logging."""
+    return {"data.train": config["data"]["train"], "toy": config["toy"],
+            "clip": {key: value for key, value in config["clip"].items() if key != "text_cache"},
+            "model": config["model"],
+            "train": {key: value for key, value in config["train"].items() if key not in RESUMABLE_CHANGES}}
 
 
 def to_dict(cfg: Any) -> dict:

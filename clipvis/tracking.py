@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from clipvis.config import Config, to_dict
+from clipvis.config import Config, to_dict, training_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,15 @@ def stage_run(cfg: Config, stage: str, run_name: str | None = None, nested: bool
 def training_history(client, config: dict, scale: str) -> dict[str, dict[int, float]]:
     """Loss curves {metric: {step: value}} of the MLflow training runs made with this config.
 
-    The runs are those in experiment "{name}/{scale}" tagged stage=train whose params equal the flattened
-    config (a resumed training logs a new run that continues the steps; a later run wins a step twice logged).
+    The runs are those in experiment "{name}/{scale}" tagged stage=train whose params agree with the config on
+    every training setting (test-time settings may differ: a finished training rerun with another `matching.topk`
+    is the same training); a resumed training logs a new run that continues the steps, and a later run wins a
+    step twice logged.
     """
     experiment = client.get_experiment_by_name(f"{config['name']}/{scale}")
     if experiment is None:
         return {}
-    expected = {key: str(value)[:6000] for key, value in flatten(config).items()}
+    expected = {key: str(value)[:6000] for key, value in flatten(training_settings(config)).items()}
     runs = client.search_runs([experiment.experiment_id], f"tags.stage = '{TRAINING_STAGE}'",
                               order_by=["attributes.start_time ASC"])
     history: dict[str, dict[int, float]] = {}

@@ -192,9 +192,12 @@ def test_training_history_joins_resumed_runs_of_the_same_config(toy_runs, mlflow
 
     from mlflow.tracking import MlflowClient
 
-    history = training_history(MlflowClient(), read_yaml(toy_runs / "toy" / "default" / "train" / "config.yaml"),
-                                     "toy")
-    assert history == {"total": {10: 4.0, 20: 2.5, 30: 2.0}, "loss_mask": {10: 1.0, 20: 0.8, 30: 0.7}}
+    expected = {"total": {10: 4.0, 20: 2.5, 30: 2.0}, "loss_mask": {10: 1.0, 20: 0.8, 30: 0.7}}
+    config_file = toy_runs / "toy" / "default" / "train" / "config.yaml"
+    assert training_history(MlflowClient(), read_yaml(config_file), "toy") == expected
+    # the same training asked for with another test-time setting (a DVC experiment on matching.topk)
+    save_config(load_config(None, ["matching.topk=1", "infer.frames_per_chunk=2"]), config_file)
+    assert training_history(MlflowClient(), read_yaml(config_file), "toy") == expected
 
 
 @pytest.mark.system

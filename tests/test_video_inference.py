@@ -41,7 +41,7 @@ def setup():
 
 
 def authors_order(model, frames, text, cfg):
-    """The reference's order of work (REFERENCE_FACTS §3): every frame's outputs kept to the end of the
+    """The reference's order of work (docs/method.md §7): every frame's outputs kept to the end of the
     video, all frames matched, classified and scored at once, suppression by setting whole stride-4
     masks to -1, the mask score over all frames' pixels, then the selected masks upsampled."""
     resized = [resize_for_inference(frame, cfg.infer.min_size, cfg.infer.max_size, cfg.infer.resize)

@@ -60,3 +60,10 @@ def test_slurm_profile_jobs_run_their_stage_in_process():
         commands = [line for line in text.splitlines() if line.startswith("Shell command: clipvis")]
         launching = [c for c in commands if c.split()[3] in ("train", "finetune", "infer", "pretrain-clip")]
         assert launching and all("--launcher local" in c for c in launching)
+
+
+def test_dvc_yaml_is_generated_from_the_workflow():
+    """One pipeline definition: dvc.yaml is what workflow/scripts/dvc_yaml.py writes from the Snakefile."""
+    result = subprocess.run([sys.executable, REPO / "workflow" / "scripts" / "dvc_yaml.py", "--check"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

@@ -4,7 +4,7 @@ Every augmentation is called as ``augment(image, masks, rng) -> (image, masks)``
 image (3, H, W) uint8 RGB and masks (N, H, W) bool; the outputs share one size. Nothing here
 touches a global random state, so a sample is a pure function of its generator's seed.
 
-- `LargeScaleJitter` (image training, REFERENCE_FACTS §2.5): random horizontal flip, then
+- `LargeScaleJitter` (image training, docs/method.md §6.8): random horizontal flip, then
   detectron2's ResizeScale and FixedSizeCrop.
 - `ShortestEdgeResize` (video fine-tuning): detectron2's ResizeShortestEdge ("choice") and a
   random horizontal flip.

@@ -2,7 +2,7 @@
 to obtain it.
 
 Paths are relative to the data root: `--root`, else `$CLIPVIS_DATA`, else the config's `data.root`
-(see `resolve_root`). Real benchmarks follow the layout of the CLIP-VIS code (REFERENCE_FACTS §5);
+(see `resolve_root`). Real benchmarks follow the layout of the CLIP-VIS code (docs/method.md §9.1);
 the toy ones are written by `clipvis data --benchmark toy` under `<root>/toy/`.
 """
 

@@ -1,17 +1,17 @@
 """Image-level evaluation: segment an image as the CLIP-VIS image model does, then mask AP with COCOeval.
 
-Segmenting (REFERENCE_FACTS §1.6): the image is resized as at test time (ResizeShortestEdge), run
+Segmenting (docs/method.md §8): the image is resized as at test time (ResizeShortestEdge), run
 through the network, and each query's mask is classified by CLIP. The score of (query q, class c) is
 s = (p_c · u · o)^½ (`image_scores`, with the `scoring` switches of Tables II/III). The top k pairs
 over all Q·C are kept, so a query may come back with several labels; the final score is s · m, where
 m, the mask score, is the mean sigmoid over the mask's positive pixels. Masks go back to the original
-size as in §3.7 and are written as compressed RLE.
+size as in docs/method.md §7.10 and are written as compressed RLE.
 
 Choices:
 - k is `scoring.detections_per_image`: the reference's TEST.DETECTIONS_PER_IMAGE (detectron2 default
   100), which its LVIS evaluation during training uses. LVIS's own evaluator would accept up to 300
   per image; COCOeval keeps at most 100 per (image, category), so with k <= 100 nothing is cut.
-- m is taken on the stride-4 logits over the padded image, as the video path does (§3.6); the
+- m is taken on the stride-4 logits over the padded image, as the video path does (docs/method.md §7.9); the
   reference takes it after upsampling to the original size. They differ by interpolation only.
 
 AP is pycocotools' COCOeval (iouType "segm") at area "all" and maxDets 100: AP (IoU .50:.05:.95),

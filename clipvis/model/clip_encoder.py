@@ -1,6 +1,6 @@
 """The frozen convolutional CLIP (open_clip): multi-scale features, mask pooling, text encoding.
 
-Two trunk families are supported, as in the reference (REFERENCE_FACTS §1.1, §1.5):
+Two trunk families are supported, as in the reference (docs/method.md §2.4, §2.6):
 - "resnet": open_clip's ModifiedResNet (RN50, RN101, RN50x4, ..., and `clipvis_toy_rn`);
 - "convnext": a timm ConvNeXt inside open_clip's TimmModel (convnext_base_w_320, ...,
   and `clipvis_toy_convnext`).

@@ -1,5 +1,5 @@
 """Mask2Former pixel decoder: a deformable-attention encoder over strides 32/16/8 and one FPN level
-at stride 4 (REFERENCE_FACTS §1.2)."""
+at stride 4 (docs/method.md §3)."""
 
 from __future__ import annotations
 

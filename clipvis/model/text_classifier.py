@@ -1,4 +1,4 @@
-"""Open-vocabulary classifier from CLIP text embeddings (REFERENCE_FACTS §1.4).
+"""Open-vocabulary classifier from CLIP text embeddings (docs/method.md §5).
 
 Each class name is split on commas into synonyms; each synonym is embedded with the 14 ViLD
 templates (L2-normalised, averaged, L2-normalised again); a class's logit is the best of its synonyms.

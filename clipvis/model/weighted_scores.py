@@ -1,7 +1,7 @@
 """Weighted open-vocabulary classification: class scores refined by object and mask-IoU scores.
 
-Image (REFERENCE_FACTS §1.6):  s[q, c] = (p[q, c] · u[q] · o[q]) ^ ½
-Video (§3.5):                  s[q, c] = ( o[q] · mean_t (p[t, q, c] · u[t, q]) ^ ½ ) ^ ½
+Image (docs/method.md §8):  s[q, c] = (p[q, c] · u[q] · o[q]) ^ ½
+Video (§7.6):                  s[q, c] = ( o[q] · mean_t (p[t, q, c] · u[t, q]) ^ ½ ) ^ ½
 
 p: softmax over classes of the CLIP logits, u: predicted mask IoU, o: probability of "object"
 (for video, the softmax of the frame-mean object logits). The switches of `ScoringConfig` drop a

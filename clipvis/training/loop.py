@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from clipvis.config import Config, save_config, to_dict
+from clipvis.config import Config, save_config, to_dict, training_settings
 from clipvis.data.datasets import build_train_dataset, collate
 from clipvis.data.samplers import build_train_sampler
 from clipvis.errors import InputError
@@ -143,20 +143,6 @@ def _train(cfg: Config, out_dir: Path, init, resume: bool, tracking: bool, rank:
     return final
 
 
-# Training settings that may change between a run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = ("max_iter", "checkpoint_every", "log_every", "num_workers")
-
-
-def training_settings(config: dict) -> dict:
-    """What a training run's weights depend on, from a config dict: the training data (and toy world), the
-    frozen CLIP, the network and the optimisation; not test-time settings (matching, scoring, infer),
-    where it runs, nor the run's length and logging."""
-    return {"data.train": config["data"]["train"], "toy": config["toy"],
-            "clip": {key: value for key, value in config["clip"].items() if key != "text_cache"},
-            "model": config["model"],
-            "train": {key: value for key, value in config["train"].items() if key not in RESUMABLE_CHANGES}}
-
-
 def differing_settings(saved: dict, cfg: Config) -> list[str]:
     """The dotted training settings in which a checkpoint's config dict differs from `cfg` (empty: same run)."""
     ours, theirs = training_settings(to_dict(cfg)), training_settings(saved)
@@ -198,7 +184,7 @@ def build_criterion(cfg: Config) -> SetCriterion:
 
 
 def build_optimizer(model: CLIPVIS, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on normalisation layers and embeddings (REFERENCE_FACTS §2.4)."""
+    """AdamW; no weight decay on normalisation layers and embeddings (docs/method.md §6.7)."""
     decay, no_decay = [], []
     for module in model.modules():
         for parameter in module.parameters(recurse=False):

@@ -1,9 +1,9 @@
-"""Streaming video inference (REFERENCE_FACTS §3), with memory flat in video length.
+"""Streaming video inference (docs/method.md §7), with memory flat in video length.
 
     frames, `frames_per_chunk` at a time (one on CPU) -> network (no aux outputs) -> each frame's queries put in
     track slots by the TemporalMatcher -> per-frame CLIP class logits of the aligned masks ->
-    running sums of the video scores (§3.5) -> at the end: top-k (slot, class) pairs, per-frame
-    suppression and mask score (§3.6) -> YTVIS records with one RLE per frame (§3.7).
+    running sums of the video scores (§7.6) -> at the end: top-k (slot, class) pairs, per-frame
+    suppression and mask score (§7.7–§7.9) -> YTVIS records with one RLE per frame (§7.10).
 
 The authors keep every frame's stride-4 masks and CLIP maps until the video ends. Here a frame is
 reduced, as soon as it is matched, to what the end of the video needs, per track slot:
@@ -299,7 +299,7 @@ class Selection:
 
 def select_instances(video_scores: torch.Tensor, object_probs: torch.Tensor, class_probs,
                      mask_sums: torch.Tensor, mask_counts: torch.Tensor, k: int) -> Selection:
-    """Top-k selection, per-frame suppression and mask score (REFERENCE_FACTS §3.6).
+    """Top-k selection, per-frame suppression and mask score (docs/method.md §7.7–§7.9).
 
     video_scores (Q, C); object_probs (F, Q) per-frame o_t; class_probs indexable as
     ``class_probs[frames, queries, labels]`` -> per-frame class probabilities (a (F, Q, C) tensor or

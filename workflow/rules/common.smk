@@ -86,4 +86,4 @@ def complexity_targets():
     return expand(f"{RUNS}/{{model}}/bench/complexity.json", model=evaluated_models(S["complexity_models"]))
 
 
-TABLES = expand(f"{REPORTS}/tables/table{{n}}.md", n=range(1, 7)) + [f"{REPORTS}/index.html"]
+TABLES = expand(f"{REPORTS}/tables/table{{n}}.md", n=range(1, 7)) + [f"{REPORTS}/index.html", f"{REPORTS}/summary.json"]
