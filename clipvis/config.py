@@ -27,6 +27,8 @@ from clipvis.files import read_yaml, write_yaml
 log = logging.getLogger(__name__)
 
 BASE_KEY = "_base_"
+# The test-time variants of the ablation tables: name -> list of KEY=VALUE overrides.
+VARIANTS_PARAMS = "params/variants.yaml"
 
 
 @dataclass
@@ -368,11 +370,21 @@ def _leaf_keys(raw: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def read_variants(path: str | Path, names: list[str]) -> dict[str, list[str]]:
-    """The overrides of each named variant; unknown names and malformed entries are InputErrors."""
+def variant_names(path: str | Path = VARIANTS_PARAMS) -> list[str]:
+    """Every variant of a variants file, in the file's order (the workflow's default ablation list)."""
+    return list(_variant_table(path))
+
+
+def _variant_table(path: str | Path) -> dict:
     table = read_yaml(path)
     if not isinstance(table, dict):
         raise InputError(path, "", "expected a mapping of variant name -> list of KEY=VALUE overrides")
+    return table
+
+
+def read_variants(path: str | Path, names: list[str]) -> dict[str, list[str]]:
+    """The overrides of each named variant; unknown names and malformed entries are InputErrors."""
+    table = _variant_table(path)
     for name in names:
         if name not in table:
             raise InputError(path, name, f"unknown variant (known: {', '.join(table)})")

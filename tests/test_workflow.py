@@ -67,3 +67,16 @@ def test_dvc_yaml_is_generated_from_the_workflow():
     result = subprocess.run([sys.executable, REPO / "workflow" / "scripts" / "dvc_yaml.py", "--check"], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_ablation_variants_default_to_params_variants_yaml_and_a_list_overrides(tmp_path):
+    """The variant list has one home (params/variants.yaml, in its order); a workflow config may name fewer."""
+    from clipvis.config import variant_names
+
+    target = "runs/toy/default/infer/toy_lvvis/variants.json"
+    text = dry_run("-p", "--forceall", target)
+    assert "--variants " + " ".join(variant_names()) + " --out" in text
+    shorter = tmp_path / "workflow.yaml"
+    shorter.write_text("toy: {ablation_variants: [default, T9_K3]}\n")
+    text = dry_run("-p", "--forceall", target, "--configfile", "workflow/config.yaml", shorter)
+    assert "--variants default T9_K3 --out" in text

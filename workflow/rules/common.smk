@@ -1,6 +1,6 @@
 # Targets and lookups shared by the rules (configuration only; no stage logic).
 
-from clipvis.config import load_config
+from clipvis.config import load_config, variant_names
 from clipvis.data.registry import get_benchmark
 from clipvis.data.released import RELEASED_BY_MODEL
 
@@ -17,10 +17,14 @@ def params_file(model):
     return f"{S['params_dir']}/{model}.yaml"
 
 
+# The ablations: a list in the workflow config, else every variant of params/variants.yaml in its order.
+ABLATION_VARIANTS = S.get("ablation_variants") or variant_names()
+
+
 def variants_of(model, benchmark):
     """Test-time variants run for a (model, benchmark): the ablations on the ablation model."""
     if model == S["ablation_model"] and benchmark in S["ablation_benchmarks"]:
-        return S["ablation_variants"]
+        return ABLATION_VARIANTS
     return ["default"]
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from clipvis.config import VARIANTS_PARAMS
+
 REPO = Path(__file__).resolve().parents[2]
 SKIPPED_RULES = {"data_toy", "data_benchmark", "reproduce_all", "reproduce_all_alias"}
 METRICS = "reports/summary.json"
@@ -55,7 +57,7 @@ def params_files(cmd: str) -> list[str]:
         files += inherited(Path(path))
     if "--variants " in cmd:
         files.append(re.search(r"--variants-file (\S+)", cmd).group(1) if "--variants-file" in cmd
-                     else "params/variants.yaml")
+                     else VARIANTS_PARAMS)
     return list(dict.fromkeys(files))
 
 
