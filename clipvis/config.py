@@ -23,12 +23,15 @@ import yaml
 
 from clipvis.errors import InputError
 from clipvis.files import read_yaml, write_yaml
+from clipvis.layout import RUNS, TEXT_CACHE, toy_clip
 
 log = logging.getLogger(__name__)
 
 BASE_KEY = "_base_"
 # The test-time variants of the ablation tables: name -> list of KEY=VALUE overrides.
 VARIANTS_PARAMS = "params/variants.yaml"
+# The toy CLIP the pipeline pretrains (the toy scale's CLIP weights).
+TOY_CLIP_PATH = toy_clip(RUNS, "toy").as_posix()
 
 
 @dataclass
@@ -65,10 +68,10 @@ class ClipConfig:
     """The frozen CLIP: an open_clip model name and an open_clip tag, a checkpoint path, or null (random)."""
 
     model: str = "clipvis_toy_rn"
-    pretrained: str | None = "runs/toy/clip/toy_clip.pt"
+    pretrained: str | None = TOY_CLIP_PATH
     # QuickGELU in the text tower; None: as the open_clip tag says (OpenAI's weights were trained with it)
     quick_gelu: bool | None = None
-    text_cache: str = "runs/text_embeddings"
+    text_cache: str = TEXT_CACHE
 
 
 @dataclass
@@ -167,7 +170,7 @@ class ClipPretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     crop_probability: float = 0.75  # how often a drawn image is an object crop with a class prompt, not whole
-    out: str = "runs/toy/clip/toy_clip.pt"
+    out: str = TOY_CLIP_PATH
 
 
 @dataclass

@@ -14,6 +14,6 @@ rule data_benchmark:
 
 rule pretrain_clip:
     input: f"{ROOT}/toy/world.json"
-    output: f"{RUNS}/clip/toy_clip.pt"
+    output: TOY_CLIP
     params: params=params_file(S["ablation_model"])
     shell: "clipvis pretrain-clip --launcher local --params {params.params} --set data.root={ROOT} clip_pretrain.out={output}"

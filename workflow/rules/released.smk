@@ -5,9 +5,9 @@ from clipvis.data.released import RELEASED_BY_MODEL
 
 rule import_released:
     input: lambda w: RELEASED_BY_MODEL[w.model].path(ROOT)
-    output: f"{RUNS}/{{model}}/released/model.pt"
+    output: RELEASED_CHECKPOINT
     params: params=lambda w: params_file(w.model)
-    log: f"{RUNS}/{{model}}/released/import.log"
+    log: f"{os.path.dirname(RELEASED_CHECKPOINT)}/import.log"
     shell: "clipvis import-checkpoint {input} --params {params.params} --out {output} 2> {log}"
 
 
