@@ -79,15 +79,15 @@ class ModelConfig:
     """The segmenter (docs/method.md §2–§4). `dec_layers` counts prediction sets as the authors'
     MODEL.MASK_FORMER.DEC_LAYERS does: the decoder has dec_layers - 1 layers."""
 
-    hidden_dim: int = 256
-    num_queries: int = 100
-    heads: int = 8
-    dec_layers: int = 7
-    dec_ffn_dim: int = 2048
-    enc_layers: int = 6
-    enc_ffn_dim: int = 1024
+    hidden_dim: int = 64
+    num_queries: int = 20
+    heads: int = 4
+    dec_layers: int = 4
+    dec_ffn_dim: int = 256
+    enc_layers: int = 2
+    enc_ffn_dim: int = 256
     enc_points: int = 4
-    mask_dim: int = 256
+    mask_dim: int = 64
     iou_head_input: Literal["query", "pooled"] = "query"
     iou_activation: Literal["sigmoid", "relu"] = "sigmoid"
 
@@ -115,8 +115,8 @@ class MatchingConfig:
 
 @dataclass
 class InferConfig:
-    min_size: int = 480
-    max_size: int = 1333
+    min_size: int = 128
+    max_size: int = 400
     # How a frame is downscaled to `min_size`: "pil" is PIL's bilinear, as the authors' detectron2 code
     # (released weights then give their outputs exactly); "torch" is torch's antialiased bilinear, which
     # differs by at most a couple of grey levels and runs on the inference device.
@@ -133,29 +133,29 @@ class TrainConfig:
     """Optimisation (docs/method.md §6.3–§6.10). Iterations count optimiser steps."""
 
     seed: int = 0
-    batch_size: int = 8
-    max_iter: int = 368750
-    lr: float = 1e-4
+    batch_size: int = 4
+    max_iter: int = 1500
+    lr: float = 3e-4
     weight_decay: float = 0.05
-    lr_steps: list[int] = field(default_factory=lambda: [327778, 355092])
+    lr_steps: list[int] = field(default_factory=lambda: [1200, 1400])
     lr_gamma: float = 0.1
     grad_clip: float = 0.01
-    amp: bool = True
+    amp: bool = False
     augmentation: Literal["lsj", "resize_shortest"] = "lsj"
-    image_size: int = 1024
-    lsj_scale: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    image_size: int = 128
+    lsj_scale: list[float] = field(default_factory=lambda: [0.5, 1.5])
     min_size_train: list[int] = field(default_factory=lambda: [800])
     max_size_train: int = 1333
     repeat_factor_threshold: float | None = 0.001
-    num_points: int = 12544
+    num_points: int = 1024
     weight_object: float = 2.0
     weight_iou: float = 2.0
     weight_mask: float = 5.0
     weight_dice: float = 5.0
     no_object_weight: float = 0.4
-    checkpoint_every: int = 10000
-    log_every: int = 20
-    num_workers: int = 2
+    checkpoint_every: int = 250
+    log_every: int = 10
+    num_workers: int = 0
 
 
 @dataclass
