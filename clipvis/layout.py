@@ -53,10 +53,15 @@ EVAL_IMAGES = "eval_images"
 BENCH = "bench"
 MATCHING_TEST = "matching_test"
 QUALITATIVE = "qualitative"
+LOGS = "logs"  # <runs>/<scale>/logs/<rule>/<wildcards>.log: the Snakemake jobs' logs
 
 
 def scale_dir(runs: str | Path, scale: str) -> Path:
     return Path(runs) / scale
+
+
+def logs_dir(runs: str | Path, scale: str) -> Path:
+    return scale_dir(runs, scale) / LOGS
 
 
 def model_dir(runs: str | Path, scale: str, model: str) -> Path:

@@ -33,6 +33,12 @@ COMPLEXITY_JSON = f"{runs_path(layout.bench_dir, '{model}')}/{layout.COMPLEXITY_
 DIAGNOSTICS_JSON = f"{runs_path(layout.bench_dir, '{model}')}/{layout.TOY_DIAGNOSTICS_FILE}"
 MATCHING_TEST_DIR = runs_path(layout.matching_test_dir, "{model}", "{benchmark}")
 QUALITATIVE_DIR = runs_path(layout.qualitative_dir, "{model}", "{benchmark}", "{video}")
+LOGS = runs_path(layout.logs_dir)
+
+
+def log_file(rule_name, *wildcards):
+    """A job's log (its stderr and stdout): LOGS/<rule>/<wildcard values>.log."""
+    return f"{LOGS}/{rule_name}/{'_'.join('{%s}' % name for name in wildcards) or rule_name}.log"
 
 
 def evaluated_models(models):

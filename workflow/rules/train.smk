@@ -14,7 +14,8 @@ rule train:
     output: FINAL_CHECKPOINT
     wildcard_constraints: model="(?!(?:" + "|".join(FINETUNED or ["-"]) + ")/)[^/]+"  # the others
     params: params=lambda w: params_file(w.model), clip=clip_set, out=filled(TRAIN_DIR)
-    shell: "clipvis train --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --out {params.out}"
+    log: log_file("train", "model")
+    shell: "clipvis train --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --out {params.out} > {log} 2>&1"
 
 
 rule finetune:
@@ -22,4 +23,5 @@ rule finetune:
     output: FINAL_CHECKPOINT
     wildcard_constraints: model="|".join(FINETUNED or ["-"])
     params: params=lambda w: params_file(w.model), clip=clip_set, out=filled(TRAIN_DIR)
-    shell: "clipvis finetune --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {params.out}"
+    log: log_file("finetune", "model")
+    shell: "clipvis finetune --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {params.out} > {log} 2>&1"
