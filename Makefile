@@ -25,7 +25,7 @@ system-deps:
 	scripts/system_deps.sh
 
 toy: setup
-	snakemake --cores 2 reproduce_all
+	snakemake --cores 2 --rerun-incomplete reproduce_all
 
 test: setup system-deps
 	python -m pytest -q tests

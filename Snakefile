@@ -7,6 +7,7 @@
 
 from snakemake.utils import validate
 
+from clipvis import layout
 from clipvis.config import DataConfig
 
 configfile: f"{workflow.basedir}/workflow/config.yaml"
@@ -19,8 +20,7 @@ WEIGHTS = config["weights"]
 if WEIGHTS == "released" and SCALE != "paper":
     raise ValueError("weights=released needs scale=paper: the authors released paper-scale checkpoints only")
 # Runs and reports of the released weights stay apart from those of trained ones.
-RUNS_ROOT = "runs" if WEIGHTS == "trained" else "runs/released"
-RUNS = f"{RUNS_ROOT}/{SCALE}"
+RUNS_ROOT = layout.RUNS if WEIGHTS == "trained" else layout.RELEASED_RUNS
 REPORTS = "reports" if WEIGHTS == "trained" else "reports/released"
 
 include: "workflow/rules/common.smk"

@@ -23,10 +23,15 @@ import yaml
 
 from clipvis.errors import InputError
 from clipvis.files import read_yaml, write_yaml
+from clipvis.layout import RUNS, TEXT_CACHE, toy_clip
 
 log = logging.getLogger(__name__)
 
 BASE_KEY = "_base_"
+# The test-time variants of the ablation tables: name -> list of KEY=VALUE overrides.
+VARIANTS_PARAMS = "params/variants.yaml"
+# The toy CLIP the pipeline pretrains (the toy scale's CLIP weights).
+TOY_CLIP_PATH = toy_clip(RUNS, "toy").as_posix()
 
 
 @dataclass
@@ -63,10 +68,10 @@ class ClipConfig:
     """The frozen CLIP: an open_clip model name and an open_clip tag, a checkpoint path, or null (random)."""
 
     model: str = "clipvis_toy_rn"
-    pretrained: str | None = "runs/toy/clip/toy_clip.pt"
+    pretrained: str | None = TOY_CLIP_PATH
     # QuickGELU in the text tower; None: as the open_clip tag says (OpenAI's weights were trained with it)
     quick_gelu: bool | None = None
-    text_cache: str = "runs/text_embeddings"
+    text_cache: str = TEXT_CACHE
 
 
 @dataclass
@@ -74,15 +79,15 @@ class ModelConfig:
     """The segmenter (docs/method.md §2–§4). `dec_layers` counts prediction sets as the authors'
     MODEL.MASK_FORMER.DEC_LAYERS does: the decoder has dec_layers - 1 layers."""
 
-    hidden_dim: int = 256
-    num_queries: int = 100
-    heads: int = 8
-    dec_layers: int = 7
-    dec_ffn_dim: int = 2048
-    enc_layers: int = 6
-    enc_ffn_dim: int = 1024
+    hidden_dim: int = 64
+    num_queries: int = 20
+    heads: int = 4
+    dec_layers: int = 4
+    dec_ffn_dim: int = 256
+    enc_layers: int = 2
+    enc_ffn_dim: int = 256
     enc_points: int = 4
-    mask_dim: int = 256
+    mask_dim: int = 64
     iou_head_input: Literal["query", "pooled"] = "query"
     iou_activation: Literal["sigmoid", "relu"] = "sigmoid"
 
@@ -110,8 +115,8 @@ class MatchingConfig:
 
 @dataclass
 class InferConfig:
-    min_size: int = 480
-    max_size: int = 1333
+    min_size: int = 128
+    max_size: int = 400
     # How a frame is downscaled to `min_size`: "pil" is PIL's bilinear, as the authors' detectron2 code
     # (released weights then give their outputs exactly); "torch" is torch's antialiased bilinear, which
     # differs by at most a couple of grey levels and runs on the inference device.
@@ -128,29 +133,29 @@ class TrainConfig:
     """Optimisation (docs/method.md §6.3–§6.10). Iterations count optimiser steps."""
 
     seed: int = 0
-    batch_size: int = 8
-    max_iter: int = 368750
-    lr: float = 1e-4
+    batch_size: int = 4
+    max_iter: int = 1500
+    lr: float = 3e-4
     weight_decay: float = 0.05
-    lr_steps: list[int] = field(default_factory=lambda: [327778, 355092])
+    lr_steps: list[int] = field(default_factory=lambda: [1200, 1400])
     lr_gamma: float = 0.1
     grad_clip: float = 0.01
-    amp: bool = True
+    amp: bool = False
     augmentation: Literal["lsj", "resize_shortest"] = "lsj"
-    image_size: int = 1024
-    lsj_scale: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    image_size: int = 128
+    lsj_scale: list[float] = field(default_factory=lambda: [0.5, 1.5])
     min_size_train: list[int] = field(default_factory=lambda: [800])
     max_size_train: int = 1333
     repeat_factor_threshold: float | None = 0.001
-    num_points: int = 12544
+    num_points: int = 1024
     weight_object: float = 2.0
     weight_iou: float = 2.0
     weight_mask: float = 5.0
     weight_dice: float = 5.0
     no_object_weight: float = 0.4
-    checkpoint_every: int = 10000
-    log_every: int = 20
-    num_workers: int = 2
+    checkpoint_every: int = 250
+    log_every: int = 10
+    num_workers: int = 0
 
 
 @dataclass
@@ -165,7 +170,7 @@ class ClipPretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     crop_probability: float = 0.75  # how often a drawn image is an object crop with a class prompt, not whole
-    out: str = "runs/toy/clip/toy_clip.pt"
+    out: str = TOY_CLIP_PATH
 
 
 @dataclass
@@ -368,11 +373,21 @@ def _leaf_keys(raw: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def read_variants(path: str | Path, names: list[str]) -> dict[str, list[str]]:
-    """The overrides of each named variant; unknown names and malformed entries are InputErrors."""
+def variant_names(path: str | Path = VARIANTS_PARAMS) -> list[str]:
+    """Every variant of a variants file, in the file's order (the workflow's default ablation list)."""
+    return list(_variant_table(path))
+
+
+def _variant_table(path: str | Path) -> dict:
     table = read_yaml(path)
     if not isinstance(table, dict):
         raise InputError(path, "", "expected a mapping of variant name -> list of KEY=VALUE overrides")
+    return table
+
+
+def read_variants(path: str | Path, names: list[str]) -> dict[str, list[str]]:
+    """The overrides of each named variant; unknown names and malformed entries are InputErrors."""
+    table = _variant_table(path)
     for name in names:
         if name not in table:
             raise InputError(path, name, f"unknown variant (known: {', '.join(table)})")

@@ -39,43 +39,92 @@ COMPLEXITY_FILE = "complexity.json"
 TOY_DIAGNOSTICS_FILE = "toy_diagnostics.json"
 MATCHING_TEST_FILE = "matching_test.json"
 TOY_CLIP = "toy_clip.pt"
+TEXT_CACHE = f"{RUNS}/text_embeddings"      # CLIP text embeddings, by model and vocabulary
+MLFLOW_STORE = f"{RUNS}/mlflow.db"         # the default MLflow tracking store
+OVERLAY_FILE = "overlay.gif"
+
+# The folders of a model's runs (<runs>/<scale>/<model>/<folder>).
+CLIP = "clip"
+TRAIN = "train"
+RELEASED = "released"
+INFER = "infer"
+SCORE = "score"
+EVAL_IMAGES = "eval_images"
+BENCH = "bench"
+MATCHING_TEST = "matching_test"
+QUALITATIVE = "qualitative"
+LOGS = "logs"  # <runs>/<scale>/logs/<rule>/<wildcards>.log: the Snakemake jobs' logs
+
+
+def scale_dir(runs: str | Path, scale: str) -> Path:
+    return Path(runs) / scale
+
+
+def logs_dir(runs: str | Path, scale: str) -> Path:
+    return scale_dir(runs, scale) / LOGS
 
 
 def model_dir(runs: str | Path, scale: str, model: str) -> Path:
-    return Path(runs) / scale / model
+    return scale_dir(runs, scale) / model
 
 
 def clip_dir(runs: str | Path, scale: str) -> Path:
-    return Path(runs) / scale / "clip"
+    return scale_dir(runs, scale) / CLIP
+
+
+def toy_clip(runs: str | Path, scale: str) -> Path:
+    return clip_dir(runs, scale) / TOY_CLIP
 
 
 def train_dir(runs: str | Path, scale: str, model: str) -> Path:
-    return model_dir(runs, scale, model) / "train"
+    return model_dir(runs, scale, model) / TRAIN
+
+
+def final_checkpoint(runs: str | Path, scale: str, model: str) -> Path:
+    return train_dir(runs, scale, model) / CHECKPOINT_FINAL
 
 
 def released_checkpoint(runs: str | Path, scale: str, model: str) -> Path:
-    return model_dir(runs, scale, model) / "released" / RELEASED_CHECKPOINT
+    return model_dir(runs, scale, model) / RELEASED / RELEASED_CHECKPOINT
 
 
 def infer_dir(runs: str | Path, scale: str, model: str, benchmark: str) -> Path:
-    return model_dir(runs, scale, model) / "infer" / benchmark
+    return model_dir(runs, scale, model) / INFER / benchmark
+
+
+def variant_infer_dir(runs: str | Path, scale: str, model: str, benchmark: str, variant: str) -> Path:
+    """results.json, matching.json, submission.zip of one test-time variant."""
+    return infer_dir(runs, scale, model, benchmark) / variant
 
 
 def score_dir(runs: str | Path, scale: str, model: str, benchmark: str) -> Path:
-    return model_dir(runs, scale, model) / "score" / benchmark
+    return model_dir(runs, scale, model) / SCORE / benchmark
+
+
+def variant_score_dir(runs: str | Path, scale: str, model: str, benchmark: str, variant: str) -> Path:
+    """metrics.json of one test-time variant."""
+    return score_dir(runs, scale, model, benchmark) / variant
 
 
 def eval_images_dir(runs: str | Path, scale: str, model: str, dataset: str) -> Path:
-    return model_dir(runs, scale, model) / "eval_images" / dataset
+    return model_dir(runs, scale, model) / EVAL_IMAGES / dataset
 
 
 def bench_dir(runs: str | Path, scale: str, model: str) -> Path:
-    return model_dir(runs, scale, model) / "bench"
+    return model_dir(runs, scale, model) / BENCH
 
 
 def matching_test_dir(runs: str | Path, scale: str, model: str, benchmark: str) -> Path:
-    return model_dir(runs, scale, model) / "matching_test" / benchmark
+    return model_dir(runs, scale, model) / MATCHING_TEST / benchmark
 
 
 def qualitative_dir(runs: str | Path, scale: str, model: str, benchmark: str, video: str) -> Path:
-    return model_dir(runs, scale, model) / "qualitative" / f"{benchmark}_{video}"
+    return model_dir(runs, scale, model) / QUALITATIVE / f"{benchmark}_{video}"
+
+
+def find(pattern: Path) -> list[Path]:
+    """The files matching a path built by the functions above with "*" (or "**") for some names, sorted:
+    find(eval_images_dir(runs, scale, "*", "*") / METRICS_FILE)."""
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if "*" in part)
+    return sorted(Path(*parts[:fixed]).glob(str(Path(*parts[fixed:]))))

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Iterator
 
 from clipvis.config import Config, to_dict, training_settings
+from clipvis.layout import MLFLOW_STORE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE = Path("runs/mlflow.db")
+DEFAULT_STORE = Path(MLFLOW_STORE)
 TRAINING_STAGE = "train"  # the MLflow `stage` tag of training runs (train and finetune)
 
 

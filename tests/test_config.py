@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from clipvis.config import Config, load_config, save_config
 from clipvis.errors import InputError
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
 
 
 def write(path, text):
@@ -78,3 +82,24 @@ def test_missing_required_value_names_key_and_file():
 
     with pytest.raises(InputError, match=r"params/x.yaml: model.checkpoint: required value is missing"):
         from_dict(Section, {"depth": 3}, default_source="params/x.yaml", prefix="model.")
+
+
+def test_the_defaults_are_the_toy_values():
+    """Config() is the toy config that params/toy/default.yaml spells out in full."""
+    assert load_config(PARAMS / "toy" / "default.yaml") == Config()
+
+
+def test_the_paper_base_spells_every_key():
+    """No paper value comes from a code default (those are the toy values): params/paper/base.yaml names every
+    key of Config."""
+    import yaml
+
+    from clipvis.config import to_dict
+
+    def keys(tree, prefix=""):
+        return {f"{prefix}{key}" for key, value in tree.items() if not isinstance(value, dict)} | {
+            name for key, value in tree.items() if isinstance(value, dict) for name in keys(value, f"{prefix}{key}.")}
+
+    with open(PARAMS / "paper" / "base.yaml") as file:
+        spelled = keys(yaml.safe_load(file))
+    assert keys(to_dict(Config())) - spelled == set()

@@ -57,3 +57,54 @@ def test_imports_point_down_the_layers():
             if layer(imported) > layer(module) or (layer(imported) == layer(module) and layer(module) not in FLAT):
                 wrong.append(f"{module} imports {imported}")
     assert not wrong, "imports that do not point down:\n" + "\n".join(wrong)
+
+
+# ------------------------------------------------------------------------------------ the runs/ layout
+
+import re  # noqa: E402
+
+from clipvis import layout  # noqa: E402
+
+REPO = PACKAGE.parent
+LAYOUT_FOLDERS = {layout.CLIP, layout.TRAIN, layout.RELEASED, layout.INFER, layout.SCORE, layout.EVAL_IMAGES,
+                  layout.BENCH, layout.MATCHING_TEST, layout.QUALITATIVE}
+LAYOUT_FILES = {layout.CHECKPOINT_FINAL, layout.CHECKPOINT_LAST, layout.RELEASED_CHECKPOINT, layout.CONFIG_FILE,
+                layout.RESULTS_FILE, layout.VARIANTS_FILE, layout.MATCHING_FILE, layout.SUBMISSION_FILE,
+                layout.METRICS_FILE, layout.SCORES_FILE, layout.COMPLEXITY_FILE, layout.TOY_DIAGNOSTICS_FILE,
+                layout.MATCHING_TEST_FILE, layout.TOY_CLIP, layout.OVERLAY_FILE}
+
+
+def spelled_paths(path: Path) -> list[str]:
+    """Path joins with a name of the layout (`x / "infer"`, `x / "model_final.pt"`) and "runs/..." strings in
+    a module's code."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            found += [side.value for side in (node.left, node.right)
+                      if isinstance(side, ast.Constant) and side.value in LAYOUT_FOLDERS | LAYOUT_FILES]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"runs/\S*", node.value):
+            found.append(node.value)
+    return [f"{path.relative_to(REPO)}: {text}" for text in found]
+
+
+def test_the_runs_layout_is_spelled_in_layout_py_only():
+    """Reports, bench and stages join runs/ paths with clipvis.layout; the Snakemake rules with its patterns."""
+    spelled = [hit for path in sorted(PACKAGE.rglob("*.py")) if path.name != "layout.py"
+               for hit in spelled_paths(path)]
+    folders = "|".join(sorted(LAYOUT_FOLDERS))
+    files = "|".join(sorted(re.escape(name) for name in LAYOUT_FILES - {layout.CONFIG_FILE}))
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        for line in path.read_text().splitlines():
+            code = line.split("#")[0].replace('"reports/released"', "")  # the reports, not runs/
+            if re.search(rf"/({folders})(/|[\"'])|[\"']({folders})/|[\"'/}}]({files})[\"']|[\"']runs(/|[\"'])", code):
+                spelled.append(f"{path.relative_to(REPO)}: {line.strip()}")
+    assert not spelled, "runs/ paths spelled outside clipvis/layout.py:\n" + "\n".join(spelled)
+
+
+def test_find_globs_a_pattern_built_from_the_layout(tmp_path):
+    for model, dataset in [("a", "x"), ("b", "y")]:
+        path = layout.eval_images_dir(tmp_path, "toy", model, dataset) / layout.METRICS_FILE
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+    found = layout.find(layout.eval_images_dir(tmp_path, "toy", "*", "*") / layout.METRICS_FILE)
+    assert found == [tmp_path / "toy/a/eval_images/x/metrics.json", tmp_path / "toy/b/eval_images/y/metrics.json"]

@@ -1,5 +1,6 @@
 """The Snakemake DAGs, dry-run: the paper's every job with no data present, and the users' alias."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,32 @@ def test_dvc_yaml_is_generated_from_the_workflow():
     result = subprocess.run([sys.executable, REPO / "workflow" / "scripts" / "dvc_yaml.py", "--check"], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_ablation_variants_default_to_params_variants_yaml_and_a_list_overrides(tmp_path):
+    """The variant list has one home (params/variants.yaml, in its order); a workflow config may name fewer."""
+    from clipvis.config import variant_names
+
+    target = "runs/toy/default/infer/toy_lvvis/variants.json"
+    text = dry_run("-p", "--forceall", target)
+    assert "--variants " + " ".join(variant_names()) + " --out" in text
+    shorter = tmp_path / "workflow.yaml"
+    shorter.write_text("toy: {ablation_variants: [default, T9_K3]}\n")
+    text = dry_run("-p", "--forceall", target, "--configfile", "workflow/config.yaml", shorter)
+    assert "--variants default T9_K3 --out" in text
+
+
+def test_every_rule_that_runs_a_command_logs_it():
+    """Each rule with a shell command has a `log:` file and sends the command's stdout and stderr there (the
+    target rules, which run nothing, have none)."""
+    missing = []
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        for block in re.split(r"(?m)^(?=rule )", path.read_text())[1:]:
+            block = "\n".join(line for line in block.splitlines() if not line.startswith("#"))
+            name = re.match(r"rule (\w+):", block).group(1)
+            if "shell:" not in block:
+                assert name in ("reproduce_all", "reproduce_all_alias"), f"{name} runs no shell command"
+                continue
+            if not re.search(r"(?m)^    log: ", block) or not block.rstrip().endswith('> {log} 2>&1"'):
+                missing.append(f"{path.name}: {name}")
+    assert not missing, "rules without a log: " + ", ".join(missing)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipvis import layout
 from clipvis.config import Config, InferConfig
 from clipvis.errors import InputError
 from clipvis.files import read_json, read_yaml
@@ -50,8 +51,8 @@ def run(args, cfg: Config) -> dict:
     report |= ground_truth_masks(cfg, root, args.frame_step)
     if args.model_runs:
         runs = Path(args.model_runs)
-        report["segmenter"] = {name: segmenter_quality(runs / "infer" / name, name, root) for name in VIDEO_BENCHMARKS}
-        report["training"] = training_trend(runs / "train", cfg.scale)
+        report["segmenter"] = {name: segmenter_quality(runs / layout.INFER / name, name, root) for name in VIDEO_BENCHMARKS}
+        report["training"] = training_trend(runs / layout.TRAIN, cfg.scale)
     return report
 
 
@@ -141,15 +142,15 @@ def segmenter_quality(infer_dir: Path, benchmark_name: str, root: Path) -> dict:
     from clipvis.data.formats import load_video_gt, load_video_results
     from clipvis.evaluation.video_ap import evaluate_videos
 
-    manifest = infer_dir / "variants.json"
+    manifest = infer_dir / layout.VARIANTS_FILE
     if not manifest.is_file():
         raise InputError(manifest, "", f"not found; run `clipvis infer --variants ...` on {benchmark_name} first")
     benchmark = get_benchmark(benchmark_name)
     gt = load_video_gt(benchmark.annotation_path(root))
-    results = load_video_results(infer_dir / DEFAULT_VARIANT / "results.json", gt)
+    results = load_video_results(infer_dir / DEFAULT_VARIANT / layout.RESULTS_FILE, gt)
     metrics = evaluate_videos(gt, results, flavour=benchmark.scorer).metrics
     oracle = evaluate_videos(gt, oracle_class_results(gt, results), flavour=benchmark.scorer).metrics
-    switches = {name: read_json(infer_dir / name / "matching.json")["switch_rate"]
+    switches = {name: read_json(infer_dir / name / layout.MATCHING_FILE)["switch_rate"]
                 for name in read_json(manifest)["variants"]}
     return {"AP": metrics["AP"], "APb": metrics["APb"], "APn": metrics["APn"], "oracle_class_AP": oracle["AP"],
             "slot_switch_rate": switches}
@@ -200,7 +201,7 @@ def training_trend(train_dir: Path, scale: str) -> dict:
 
     from clipvis.tracking import tracking_uri, training_history
 
-    config_path = train_dir / "config.yaml"
+    config_path = train_dir / layout.CONFIG_FILE
     if not config_path.is_file():
         raise InputError(config_path, "", "not found; train the model first (`clipvis train`)")
     history = training_history(MlflowClient(tracking_uri()), read_yaml(config_path), scale).get("total", {})

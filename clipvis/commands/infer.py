@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipvis.commands.arguments import add_config_arguments, check_output_folder, config_from_arguments
+from clipvis.config import VARIANTS_PARAMS
 
 HELP = "segment every video of a benchmark with a trained checkpoint (writes results.json, resumable)"
 
@@ -19,8 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder (results.json, progress/, config.yaml)")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
                         help="test-time variants from --variants-file, all in one pass: DIR/<variant>/results.json")
-    parser.add_argument("--variants-file", default="params/variants.yaml",
-                        help="variant name -> list of KEY=VALUE overrides (default: params/variants.yaml)")
+    parser.add_argument("--variants-file", default=VARIANTS_PARAMS,
+                        help=f"variant name -> list of KEY=VALUE overrides (default: {VARIANTS_PARAMS})")
     parser.add_argument("--launcher", choices=["local", "slurm"],
                         help="override launch.launcher (slurm: one task with at most one GPU; a requeued job "
                              "resumes at the next unfinished video)")

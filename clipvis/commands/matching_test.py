@@ -4,6 +4,7 @@ identity recovery and AP (`clipvis.bench.matching`)."""
 from __future__ import annotations
 
 from clipvis.commands.arguments import add_config_arguments, config_from_arguments
+from clipvis.config import VARIANTS_PARAMS
 
 HELP = "score the matching strategies on shuffled queries with noisy embeddings (identity recovery and AP)"
 
@@ -13,7 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", required=True, help="trained segmenter checkpoint (.pt)")
     parser.add_argument("--variants", nargs="+", required=True, metavar="NAME",
                         help="matching strategies: test-time variants of --variants-file (adjacent, T9_K3, ...)")
-    parser.add_argument("--variants-file", default="params/variants.yaml")
+    parser.add_argument("--variants-file", default=VARIANTS_PARAMS)
     parser.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.5, 1.0, 2.0],
                         help="noise levels: the noise's norm over the embedding's (default: 0 0.5 1 2)")
     add_config_arguments(parser, "params YAML (default: the checkpoint's own config)")

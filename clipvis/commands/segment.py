@@ -33,6 +33,7 @@ def main(args: argparse.Namespace) -> int:
     from clipvis.config import save_config
     from clipvis.data.formats import write_video_results
     from clipvis.files import output_lock
+    from clipvis.layout import CONFIG_FILE, RESULTS_FILE
     from clipvis.reports.overlays import write_video_overlays
     from clipvis.video.frames import open_frames
     from clipvis.video.segment import segment_frames
@@ -43,8 +44,8 @@ def main(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     with output_lock(args.out):
         records = segment_frames(source, class_names, cfg, args.checkpoint)
-        write_video_results(args.out / "results.json", records)
-        save_config(cfg, args.out / "config.yaml")
+        write_video_results(args.out / RESULTS_FILE, records)
+        save_config(cfg, args.out / CONFIG_FILE)
         write_video_overlays(source, records, class_names, args.min_score, args.out)
     print(args.out)
     return 0

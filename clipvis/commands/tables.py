@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clipvis.layout import RUNS
+
 HELP = "write Tables I-VI (ours beside the paper's), the figures and index.html from the run files"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--scale", choices=["toy", "paper"], default="toy", help="which runs to report (default: toy)")
-    parser.add_argument("--runs", default="runs", help="runs folder: RUNS/{scale}/{model}/... (default: runs)")
+    parser.add_argument("--runs", default=RUNS, help=f"runs folder: RUNS/{{scale}}/{{model}}/... (default: {RUNS})")
     parser.add_argument("--out", default="reports", help="report folder (default: reports)")
     parser.add_argument("--data", help="data root with the benchmarks' frames, for the matching GIFs (default: "
                                        "$CLIPVIS_DATA, else the config's default data.root)")

@@ -29,7 +29,7 @@ from clipvis.data.vocabularies import categories, category_groups
 from clipvis.errors import InputError
 from clipvis.evaluation.image_ap import image_ap, segment_image
 from clipvis.files import write_json
-from clipvis.layout import METRICS_FILE, RESULTS_FILE
+from clipvis.layout import CONFIG_FILE, METRICS_FILE, RESULTS_FILE
 from clipvis.model.checkpoint import inference_device, load_model
 from clipvis.model.text_classifier import text_embeddings
 from clipvis.tracking import stage_run
@@ -52,7 +52,7 @@ def evaluate_images(cfg, dataset: str, checkpoint: str | Path, out_dir: str | Pa
     text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
     category_ids = [c["id"] for c in vocabulary]
     out_dir = Path(out_dir)
-    save_config(cfg, out_dir / "config.yaml")
+    save_config(cfg, out_dir / CONFIG_FILE)
 
     tracker = (stage_run(cfg, "eval_images", run_name=f"eval_images {dataset}", tags={"benchmark": dataset})
                if tracking else contextlib.nullcontext())

@@ -20,6 +20,7 @@ from clipvis.data.formats import load_video_gt, load_video_results
 from clipvis.errors import InputError
 from clipvis.evaluation.video_ap import evaluate_videos
 from clipvis.files import read_json, write_json, write_text
+from clipvis.layout import CONFIG_FILE
 from clipvis.tracking import shared_params, stage_run
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def listed_variants(manifest: Path) -> list[str]:
 
 def _saved_configs(results_paths: dict[str, Path]) -> dict | None:
     """{variant: the Config saved beside its results file (config.yaml)}, or None when one has none."""
-    paths = {name: results.parent / "config.yaml" for name, results in results_paths.items()}
+    paths = {name: results.parent / CONFIG_FILE for name, results in results_paths.items()}
     missing = [path for path in paths.values() if not path.is_file()]
     if missing:
         log.warning("no %s: the scores are not logged to MLflow", missing[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from clipvis import layout
 from clipvis.files import read_json
 from clipvis.reports.paper_numbers import Scale
 
@@ -20,7 +21,7 @@ NO_GROUP = '<td class="cell undefined"><span class="ours">none</span></td>'  # n
 def clip_reports(scale: Scale, runs_dir: str | Path) -> dict[str, dict]:
     """{checkpoint name: its pretraining report} for every pretrained CLIP of this scale, sorted."""
     found = {}
-    for path in sorted(Path(runs_dir, scale, "clip").glob("*.json")):
+    for path in layout.find(layout.clip_dir(runs_dir, scale) / "*.json"):
         report = read_json(path)
         if "zero_shot_top1" in report:
             found[path.stem] = report

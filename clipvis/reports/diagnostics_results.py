@@ -9,10 +9,10 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from clipvis import layout
 from clipvis.files import read_json
 from clipvis.reports.paper_numbers import Scale
 
-DIAGNOSTICS_FILE = "toy_diagnostics.json"
 SWITCH_VARIANTS = ("adjacent", "default")  # slot switches shown: adjacent matching and the method's top-K
 # column title -> where its number lies in the report of one benchmark
 COLUMNS = {
@@ -29,7 +29,7 @@ COLUMNS = {
 def diagnostics(scale: Scale, runs_dir: str | Path) -> dict[str, dict]:
     """{model: its diagnostics report} for every model with one, sorted."""
     return {path.parents[1].name: read_json(path)
-            for path in sorted(Path(runs_dir, scale).glob(f"*/bench/{DIAGNOSTICS_FILE}"))}
+            for path in layout.find(layout.bench_dir(runs_dir, scale, "*") / layout.TOY_DIAGNOSTICS_FILE)}
 
 
 def benchmark_rows(report: dict) -> dict[str, dict[str, float | None]]:

@@ -23,12 +23,15 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipvis import layout
 from clipvis.files import atomic_path, write_text
 from clipvis.reports import clip_results, diagnostics_results, image_results, matching_results, plots, qualitative
 from clipvis.reports.paper_numbers import Scale
 from clipvis.reports.tables import build_tables, render_html, write_tables
 
 log = logging.getLogger(__name__)
+
+REPORT_QUALITATIVE = "qualitative"  # the report's folder of GIFs
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -91,8 +94,8 @@ def write_report(scale: Scale, runs_dir: str | Path, out_dir: str | Path, data_r
     samples_copy = None
     if samples and Path(samples).exists():
         samples_copy = _copy_into(Path(samples), out_dir / "toy_world_samples.png")
-    matching = qualitative.write_matching_gifs(scale, runs_dir, data_root, out_dir / "qualitative")
-    gifs = copy_qualitative(scale, runs_dir, out_dir / "qualitative")
+    matching = qualitative.write_matching_gifs(scale, runs_dir, data_root, out_dir / REPORT_QUALITATIVE)
+    gifs = copy_qualitative(scale, runs_dir, out_dir / REPORT_QUALITATIVE)
     report.images = [heatmap, *curves.values(), *([samples_copy] if samples_copy else []), *matching, *gifs]
 
     images = image_results.image_metrics(scale, runs_dir)
@@ -130,7 +133,7 @@ def write_report(scale: Scale, runs_dir: str | Path, out_dir: str | Path, data_r
                  *(_figure(path, out_dir, f"Video {path.stem.removeprefix('matching_')} of {benchmark}: top-K "
                                           "matching (left) and adjacent matching (right), same trained model")
                    for path in matching),
-                 *(_figure(path, out_dir, Path(os.path.relpath(path, out_dir / "qualitative")).as_posix())
+                 *(_figure(path, out_dir, Path(os.path.relpath(path, out_dir / REPORT_QUALITATIVE)).as_posix())
                    for path in gifs),
                  *([] if matching or gifs else ["<p>No qualitative results yet (needs infer results of the default "
                                                 "and adjacent variants, or GIFs under "
@@ -141,8 +144,8 @@ def write_report(scale: Scale, runs_dir: str | Path, out_dir: str | Path, data_r
 
 def copy_qualitative(scale: Scale, runs_dir: Path, out_dir: Path) -> list[Path]:
     """runs/{scale}/{model}/qualitative/**/*.gif copied to out_dir/{model}/**/ (same relative paths)."""
-    scale_dir = Path(runs_dir) / scale
-    sources = sorted(scale_dir.glob("*/qualitative/**/*.gif"))
+    scale_dir = layout.scale_dir(runs_dir, scale)
+    sources = layout.find(layout.model_dir(runs_dir, scale, "*") / layout.QUALITATIVE / "**" / "*.gif")
     return [_copy_into(source, out_dir / _without_qualitative(source.relative_to(scale_dir))) for source in sources]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from clipvis import layout
 from clipvis.files import read_json
 from clipvis.reports.paper_numbers import Scale
 from clipvis.reports.tables import format_number
@@ -19,7 +20,7 @@ METRICS = ("AP", "AP50", "AP75", "APb", "APn")
 def image_metrics(scale: Scale, runs_dir: str | Path) -> dict[tuple[str, str], dict[str, float | None]]:
     """{(model, dataset): {metric: AP x 100 or None}} for every eval_images run, sorted."""
     found = {}
-    for path in sorted(Path(runs_dir, scale).glob("*/eval_images/*/metrics.json")):
+    for path in layout.find(layout.eval_images_dir(runs_dir, scale, "*", "*") / layout.METRICS_FILE):
         metrics = read_json(path).get("metrics", {})
         found[(path.parents[2].name, path.parent.name)] = {
             key: None if metrics.get(key) is None else 100 * metrics[key] for key in METRICS}

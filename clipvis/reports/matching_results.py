@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from clipvis import layout
 from clipvis.files import read_json
 from clipvis.reports.paper_numbers import Scale
 
@@ -25,7 +26,7 @@ CAPTION = ("Temporal matching under control (ours; the paper has no such table):
 def matching_tests(scale: Scale, runs_dir: str | Path) -> dict[tuple[str, str], dict]:
     """{(model, benchmark): the matching_test.json report} for every matching test of this scale, sorted."""
     return {(path.parents[2].name, path.parent.name): read_json(path)
-            for path in sorted(Path(runs_dir, scale).glob("*/matching_test/*/matching_test.json"))}
+            for path in layout.find(layout.matching_test_dir(runs_dir, scale, "*", "*") / layout.MATCHING_TEST_FILE)}
 
 
 def matching_values(tests: dict[tuple[str, str], dict]) -> dict[str, float]:

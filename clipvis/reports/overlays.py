@@ -21,6 +21,7 @@ import pycocotools.mask as mask_api
 from PIL import Image, ImageDraw, ImageFont
 
 from clipvis.files import atomic_path
+from clipvis.layout import OVERLAY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,6 @@ def write_video_overlays(source, records: list[dict], class_names: list[str], mi
             yield drawn
 
     write_mp4(out_dir / "overlay.mp4", drawn_frames(), source.fps)
-    write_gif(out_dir / "overlay.gif", gif_frames, source.fps / gif_step)
+    write_gif(out_dir / OVERLAY_FILE, gif_frames, source.fps / gif_step)
     write_png(out_dir / "contact_sheet.png",
                        contact_sheet(sheet_frames, [f"frame {i}" for i in sheet_indices]))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipvis import layout
 from clipvis.files import atomic_path, read_yaml
 from clipvis.reports.paper_numbers import R50_LVIS, TABLE5, TK_PAPER, Scale, tk_variant
 from clipvis.reports.tables import measure
@@ -108,10 +109,7 @@ def plot_tk_heatmap(grid: TKGrid, benchmark: str, path: str | Path) -> Path:
 
 def trained_models(scale: Scale, runs_dir: str | Path) -> list[str]:
     """Models with a training folder: runs/{scale}/{model}/train/config.yaml (saved by `clipvis train`)."""
-    scale_dir = Path(runs_dir) / scale
-    if not scale_dir.is_dir():
-        return []
-    return sorted(d.name for d in scale_dir.iterdir() if (d / "train" / "config.yaml").is_file())
+    return [config.parent.parent.name for config in layout.find(layout.train_dir(runs_dir, scale, "*") / layout.CONFIG_FILE)]
 
 
 def plot_training_curves(history: dict[str, dict[int, float]], title: str, path: str | Path) -> Path:
@@ -154,7 +152,7 @@ def write_training_curves(scale: Scale, runs_dir: str | Path, out_dir: str | Pat
     client = MlflowClient(uri)
     written = {}
     for model in models:
-        history = training_history(client, read_yaml(Path(runs_dir) / scale / model / "train" / "config.yaml"), scale)
+        history = training_history(client, read_yaml(layout.train_dir(runs_dir, scale, model) / layout.CONFIG_FILE), scale)
         if not history:
             log.warning("no training losses in MLflow for %s/%s", scale, model)
             continue

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clipvis import layout
 from clipvis.files import read_json
 from clipvis.reports import overlays
 from clipvis.reports.paper_numbers import R50_LVIS, Scale
@@ -29,7 +30,7 @@ GIF_FPS = 4.0
 
 
 def results_path(runs_dir: Path, scale: Scale, model: str, benchmark: str, variant: str) -> Path:
-    return Path(runs_dir) / scale / model / "infer" / benchmark / variant / "results.json"
+    return layout.variant_infer_dir(runs_dir, scale, model, benchmark, variant) / layout.RESULTS_FILE
 
 
 def write_matching_gifs(scale: Scale, runs_dir: str | Path, data_root: str | Path, out_dir: str | Path,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from clipvis import layout
 from clipvis.errors import InputError
 from clipvis.files import read_json, write_text
 from clipvis.reports.paper_numbers import TABLES, Column, PaperTable, Scale
@@ -80,19 +81,19 @@ class Table:
 
 
 def score_path(runs_dir: Path, scale: Scale, model: str, benchmark: str, variant: str) -> Path:
-    return Path(runs_dir) / scale / model / "score" / benchmark / variant / "metrics.json"
+    return layout.variant_score_dir(runs_dir, scale, model, benchmark, variant) / layout.METRICS_FILE
 
 
 def submission_path(runs_dir: Path, scale: Scale, model: str, benchmark: str, variant: str) -> Path:
-    return Path(runs_dir) / scale / model / "infer" / benchmark / variant / "submission.zip"
+    return layout.variant_infer_dir(runs_dir, scale, model, benchmark, variant) / layout.SUBMISSION_FILE
 
 
 def matching_path(runs_dir: Path, scale: Scale, model: str, benchmark: str, variant: str) -> Path:
-    return Path(runs_dir) / scale / model / "infer" / benchmark / variant / "matching.json"
+    return layout.variant_infer_dir(runs_dir, scale, model, benchmark, variant) / layout.MATCHING_FILE
 
 
 def complexity_path(runs_dir: Path, scale: Scale, model: str) -> Path:
-    return Path(runs_dir) / scale / model / "bench" / "complexity.json"
+    return layout.bench_dir(runs_dir, scale, model) / layout.COMPLEXITY_FILE
 
 
 def measure(runs_dir: Path, scale: Scale, model: str, variant: str, column: Column) -> Cell:

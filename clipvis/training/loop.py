@@ -27,6 +27,7 @@ from clipvis.data.datasets import build_train_dataset, collate
 from clipvis.data.samplers import build_train_sampler
 from clipvis.errors import InputError
 from clipvis.files import output_lock
+from clipvis.layout import CHECKPOINT_FINAL, CHECKPOINT_LAST, CONFIG_FILE
 from clipvis.model.checkpoint import check_architecture, load_checkpoint, save_checkpoint
 from clipvis.model.clipvis_model import CLIPVIS, pad_target_masks
 from clipvis.training.criterion import SetCriterion
@@ -35,8 +36,6 @@ from clipvis.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_LAST = "checkpoint_last.pt"
-CHECKPOINT_FINAL = "model_final.pt"
 NO_DECAY_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.Embedding)
 
 
@@ -100,7 +99,7 @@ def _train(cfg: Config, out_dir: Path, init, resume: bool, tracking: bool, rank:
         start_iter = state["iteration"]
         log.info("resumed from %s at iteration %d", last, start_iter)
     if rank == 0:
-        save_config(cfg, out_dir / "config.yaml")
+        save_config(cfg, out_dir / CONFIG_FILE)
 
     dataset = build_train_dataset(cfg.data.train, cfg.data.root, cfg.train)
     sampler = build_train_sampler(dataset, cfg.train, start_iter=start_iter, rank=rank, world_size=world_size)
@@ -137,7 +136,7 @@ def _train(cfg: Config, out_dir: Path, init, resume: bool, tracking: bool, rank:
             save_checkpoint(last, model, cfg, cfg.train.max_iter, optimizer, scheduler)
             save_checkpoint(final, model, cfg, cfg.train.max_iter)
             if mlflow:
-                mlflow.log_artifact(str(out_dir / "config.yaml"))
+                mlflow.log_artifact(str(out_dir / CONFIG_FILE))
     if world_size > 1:
         dist.barrier()
     return final

@@ -41,7 +41,7 @@ from clipvis.data.registry import get_benchmark, missing_paths, resolve_root
 from clipvis.data.vocabularies import categories
 from clipvis.errors import InputError
 from clipvis.files import atomic_path, file_sha256, output_lock, read_json, relative_file_name, write_json
-from clipvis.layout import MATCHING_FILE, PROGRESS_DIR, RESULTS_FILE, SETTINGS_FILE, SUBMISSION_FILE
+from clipvis.layout import CONFIG_FILE, MATCHING_FILE, PROGRESS_DIR, RESULTS_FILE, SETTINGS_FILE, SUBMISSION_FILE
 from clipvis.model.checkpoint import inference_device, load_model
 from clipvis.model.text_classifier import text_embeddings
 from clipvis.tracking import shared_params, stage_run
@@ -85,7 +85,7 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
         text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
         category_ids = [c["id"] for c in vocabulary]
         for name, variant in variants.items():
-            save_config(variant, out_dirs[name] / "config.yaml")
+            save_config(variant, out_dirs[name] / CONFIG_FILE)
             write_json(out_dirs[name] / PROGRESS_DIR / SETTINGS_FILE, settings[name], indent=1)
 
         todo = [video for video in videos if not all(p.load(video) for p in progress.values())]
@@ -129,11 +129,11 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
                             child.log_metrics({"fps": frames_done / seconds})
                         if switch_rates[name] is not None:
                             child.log_metrics({"slot_switch_rate": switch_rates[name]})
-                        child.log_artifact(str(out_dirs[name] / "config.yaml"))
+                        child.log_artifact(str(out_dirs[name] / CONFIG_FILE))
             elif mlflow:
                 if switch_rates[""] is not None:
                     mlflow.log_metrics({"slot_switch_rate": switch_rates[""]})
-                mlflow.log_artifact(str(out_dirs[""] / "config.yaml"))
+                mlflow.log_artifact(str(out_dirs[""] / CONFIG_FILE))
     log.info("%d videos, %d frames in %.1f s; results in %s", len(todo), frames_done, seconds,
              ", ".join(str(path) for path in results_paths.values()))
     return results_paths

@@ -1,8 +1,44 @@
 # Targets and lookups shared by the rules (configuration only; no stage logic).
 
-from clipvis.config import load_config
+import os
+
+from clipvis import layout
+from clipvis.config import load_config, variant_names
 from clipvis.data.registry import get_benchmark
 from clipvis.data.released import RELEASED_BY_MODEL
+
+
+def runs_path(function, *names):
+    """A path of the runs/ layout (clipvis/layout.py) under this workflow's runs; names may be wildcards."""
+    return function(RUNS_ROOT, SCALE, *names).as_posix()
+
+
+def filled(pattern):
+    """A params function: the pattern with the job's wildcards."""
+    return lambda wildcards: pattern.format(**dict(wildcards.items()))
+
+
+# The files and folders the rules write, as Snakemake patterns.
+TOY_CLIP = runs_path(layout.toy_clip)
+MODEL_DIR = runs_path(layout.model_dir, "{model}")
+TRAIN_DIR = runs_path(layout.train_dir, "{model}")
+FINAL_CHECKPOINT = runs_path(layout.final_checkpoint, "{model}")
+RELEASED_CHECKPOINT = runs_path(layout.released_checkpoint, "{model}")
+INFER_DIR = runs_path(layout.infer_dir, "{model}", "{benchmark}")
+VARIANTS_JSON = f"{INFER_DIR}/{layout.VARIANTS_FILE}"
+SCORE_DIR = runs_path(layout.score_dir, "{model}", "{benchmark}")
+SCORES_JSON = f"{SCORE_DIR}/{layout.SCORES_FILE}"
+EVAL_IMAGES_DIR = runs_path(layout.eval_images_dir, "{model}", "{dataset}")
+COMPLEXITY_JSON = f"{runs_path(layout.bench_dir, '{model}')}/{layout.COMPLEXITY_FILE}"
+DIAGNOSTICS_JSON = f"{runs_path(layout.bench_dir, '{model}')}/{layout.TOY_DIAGNOSTICS_FILE}"
+MATCHING_TEST_DIR = runs_path(layout.matching_test_dir, "{model}", "{benchmark}")
+QUALITATIVE_DIR = runs_path(layout.qualitative_dir, "{model}", "{benchmark}", "{video}")
+LOGS = runs_path(layout.logs_dir)
+
+
+def log_file(rule_name, *wildcards):
+    """A job's log (its stderr and stdout): LOGS/<rule>/<wildcard values>.log."""
+    return f"{LOGS}/{rule_name}/{'_'.join('{%s}' % name for name in wildcards) or rule_name}.log"
 
 
 def evaluated_models(models):
@@ -17,10 +53,14 @@ def params_file(model):
     return f"{S['params_dir']}/{model}.yaml"
 
 
+# The ablations: a list in the workflow config, else every variant of params/variants.yaml in its order.
+ABLATION_VARIANTS = S.get("ablation_variants") or variant_names()
+
+
 def variants_of(model, benchmark):
     """Test-time variants run for a (model, benchmark): the ablations on the ablation model."""
     if model == S["ablation_model"] and benchmark in S["ablation_benchmarks"]:
-        return S["ablation_variants"]
+        return ABLATION_VARIANTS
     return ["default"]
 
 
@@ -31,8 +71,7 @@ def data_ready(benchmark):
 
 def checkpoint_file(wildcards):
     """The checkpoint a model is evaluated with: trained by the pipeline, or imported from the authors'."""
-    stage = "train/model_final.pt" if WEIGHTS == "trained" else "released/model.pt"
-    return f"{RUNS}/{wildcards.model}/{stage}"
+    return (FINAL_CHECKPOINT if WEIGHTS == "trained" else RELEASED_CHECKPOINT).format(model=wildcards.model)
 
 
 def train_data(wildcards):
@@ -48,33 +87,35 @@ def evaluation_targets():
     targets = []
     for model in MODELS:
         for benchmark in S["benchmarks"]:
-            stage = "score/{}/scores.json" if has_public_gt(benchmark) else "infer/{}/variants.json"
-            targets.append(f"{RUNS}/{model}/" + stage.format(benchmark))
+            stage = SCORES_JSON if has_public_gt(benchmark) else VARIANTS_JSON
+            targets.append(stage.format(model=model, benchmark=benchmark))
     return targets
 
 
 def image_targets():
     """Image-level AP of every model on the held-out image sets (toy scale only: real LVIS needs its
     federated evaluator)."""
-    return expand(f"{RUNS}/{{model}}/eval_images/{{dataset}}/metrics.json", model=MODELS,
+    return expand(f"{EVAL_IMAGES_DIR}/{layout.METRICS_FILE}", model=MODELS,
                   dataset=S.get("image_benchmarks", []))
 
 
 def qualitative_targets():
     """Overlay GIFs of the ablation model on a few videos ("benchmark/video" in the config)."""
-    return [f"{RUNS}/{S['ablation_model']}/qualitative/{item.replace('/', '_')}/overlay.gif"
+    return [f"{runs_path(layout.qualitative_dir, S['ablation_model'], *item.split('/'))}/{layout.OVERLAY_FILE}"
             for item in S.get("qualitative_videos", [])]
 
 
 def diagnostics_targets():
     """`clipvis bench toy` of the ablation model (toy scale)."""
-    return [f"{RUNS}/{S['ablation_model']}/bench/toy_diagnostics.json"] if S.get("diagnostics") else []
+    return [DIAGNOSTICS_JSON.format(model=S["ablation_model"])] if S.get("diagnostics") else []
 
 
 def matching_test_targets():
     """The controlled matching test of the ablation model, if configured."""
     test = S.get("matching_test")
-    return [f"{RUNS}/{S['ablation_model']}/matching_test/{test['benchmark']}/matching_test.json"] if test else []
+    if not test:
+        return []
+    return [f"{MATCHING_TEST_DIR}/{layout.MATCHING_TEST_FILE}".format(model=S["ablation_model"], benchmark=test["benchmark"])]
 
 
 def video_frames(benchmark, video):
@@ -83,7 +124,7 @@ def video_frames(benchmark, video):
 
 
 def complexity_targets():
-    return expand(f"{RUNS}/{{model}}/bench/complexity.json", model=evaluated_models(S["complexity_models"]))
+    return expand(COMPLEXITY_JSON, model=evaluated_models(S["complexity_models"]))
 
 
 TABLES = expand(f"{REPORTS}/tables/table{{n}}.md", n=range(1, 7)) + [f"{REPORTS}/index.html", f"{REPORTS}/summary.json"]

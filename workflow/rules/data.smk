@@ -3,17 +3,20 @@
 rule data_toy:
     output: f"{ROOT}/toy/world.json"
     params: params=params_file(S["ablation_model"])
-    shell: "clipvis data --benchmark toy --root {ROOT} --params {params.params}"
+    log: log_file("data_toy")
+    shell: "clipvis data --benchmark toy --root {ROOT} --params {params.params} > {log} 2>&1"
 
 
 rule data_benchmark:
     output: touch(f"{ROOT}/.checked/{{benchmark}}")
     wildcard_constraints: benchmark="(?!toy).+"
-    shell: "clipvis data --benchmark {wildcards.benchmark} --root {ROOT}"
+    log: log_file("data_benchmark", "benchmark")
+    shell: "clipvis data --benchmark {wildcards.benchmark} --root {ROOT} > {log} 2>&1"
 
 
 rule pretrain_clip:
     input: f"{ROOT}/toy/world.json"
-    output: f"{RUNS}/clip/toy_clip.pt"
+    output: TOY_CLIP
     params: params=params_file(S["ablation_model"])
-    shell: "clipvis pretrain-clip --launcher local --params {params.params} --set data.root={ROOT} clip_pretrain.out={output}"
+    log: log_file("pretrain_clip")
+    shell: "clipvis pretrain-clip --launcher local --params {params.params} --set data.root={ROOT} clip_pretrain.out={output} > {log} 2>&1"

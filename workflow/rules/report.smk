@@ -10,4 +10,5 @@ rule tables:
         matching_test_targets(),
         CLIP_WEIGHTS,
     output: TABLES
-    shell: "clipvis tables --scale {SCALE} --runs {RUNS_ROOT} --data {ROOT} --out {REPORTS}"
+    log: log_file("tables")
+    shell: "clipvis tables --scale {SCALE} --runs {RUNS_ROOT} --data {ROOT} --out {REPORTS} > {log} 2>&1"

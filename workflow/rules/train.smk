@@ -1,7 +1,7 @@
 # Segmenter training: image training (LVIS / COCO) and video fine-tuning from another model.
 
 FINETUNED = S.get("init", {})
-CLIP_WEIGHTS = [f"{RUNS}/clip/toy_clip.pt"] if S["pretrain_clip"] else []
+CLIP_WEIGHTS = [TOY_CLIP] if S["pretrain_clip"] else []
 
 
 def clip_set(wildcards=None):
@@ -11,15 +11,17 @@ def clip_set(wildcards=None):
 
 rule train:
     input: train_data, CLIP_WEIGHTS
-    output: f"{RUNS}/{{model}}/train/model_final.pt"
+    output: FINAL_CHECKPOINT
     wildcard_constraints: model="(?!(?:" + "|".join(FINETUNED or ["-"]) + ")/)[^/]+"  # the others
-    params: params=lambda w: params_file(w.model), clip=clip_set
-    shell: "clipvis train --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --out {RUNS}/{wildcards.model}/train"
+    params: params=lambda w: params_file(w.model), clip=clip_set, out=filled(TRAIN_DIR)
+    log: log_file("train", "model")
+    shell: "clipvis train --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --out {params.out} > {log} 2>&1"
 
 
 rule finetune:
-    input: init=lambda w: f"{RUNS}/{FINETUNED[w.model]}/train/model_final.pt", data=train_data
-    output: f"{RUNS}/{{model}}/train/model_final.pt"
+    input: init=lambda w: FINAL_CHECKPOINT.format(model=FINETUNED[w.model]), data=train_data
+    output: FINAL_CHECKPOINT
     wildcard_constraints: model="|".join(FINETUNED or ["-"])
-    params: params=lambda w: params_file(w.model), clip=clip_set
-    shell: "clipvis finetune --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {RUNS}/{wildcards.model}/train"
+    params: params=lambda w: params_file(w.model), clip=clip_set, out=filled(TRAIN_DIR)
+    log: log_file("finetune", "model")
+    shell: "clipvis finetune --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {params.out} > {log} 2>&1"
