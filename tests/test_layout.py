@@ -59,6 +59,22 @@ def test_imports_point_down_the_layers():
     assert not wrong, "imports that do not point down:\n" + "\n".join(wrong)
 
 
+
+def test_every_import_of_a_clipvis_name_resolves():
+    """Imports inside functions run only when their branch does: a name moved to another module must not leave
+    one of them behind (the bench of streaming inference once imported a function from its old home)."""
+    import importlib
+
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("clipvis"):
+                module = importlib.import_module(node.module)
+                missing += [f"{path.relative_to(PACKAGE.parent)}: from {node.module} import {alias.name}"
+                            for alias in node.names if not hasattr(module, alias.name)
+                            and importlib.util.find_spec(f"{node.module}.{alias.name}") is None]
+    assert not missing, "imports of names that do not exist:\n" + "\n".join(missing)
+
 # ------------------------------------------------------------------------------------ the runs/ layout
 
 import re  # noqa: E402

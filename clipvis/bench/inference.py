@@ -128,7 +128,7 @@ def _timed_pass(model, video: list[torch.Tensor], text, cfg) -> tuple[dict[str, 
     """Seconds of one streaming pass over the video (with its parts) and of the network alone, frame
     by frame on the same frames; and the streaming records."""
     from clipvis.bench.model import StageClock, forward_and_classify
-    from clipvis.video.frames import resize_for_inference
+    from clipvis.model.postprocess import resize_for_inference
     from clipvis.video.inference import segment_video
 
     device = model.clip.pixel_mean.device
