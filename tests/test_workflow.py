@@ -97,3 +97,52 @@ def test_every_rule_that_runs_a_command_logs_it():
             if not re.search(r"(?m)^    log: ", block) or not block.rstrip().endswith('> {log} 2>&1"'):
                 missing.append(f"{path.name}: {name}")
     assert not missing, "rules without a log: " + ", ".join(missing)
+
+
+def job_resources(text):
+    """(rule, wildcards, resources) of every job a dry run lists; resources as a dict of strings."""
+    jobs = []
+    for line in text.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append((match.group(1), {}, {}))
+        elif jobs and (match := re.match(r"^    (wildcards|resources): (.*)$", line)):
+            target = jobs[-1][1] if match.group(1) == "wildcards" else jobs[-1][2]
+            target.update(item.split("=", 1) for item in match.group(2).split(", "))
+    return jobs
+
+
+def test_slurm_jobs_ask_for_the_resources_of_their_one_home():
+    """Paper scale under the SLURM profile: a training job asks for its params file's launch section, the
+    other GPU stages for `resources:` of the scale in workflow/config.yaml; the profile sets no stage's."""
+    import yaml
+
+    from clipvis.config import load_config
+
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert not profile.get("set-resources")
+    stages = yaml.safe_load((REPO / "workflow/config.yaml").read_text())["paper"]["resources"]
+    jobs = job_resources(dry_run("--profile", "workflow/profiles/slurm", "reproduce_all", "--config", "scale=paper"))
+    trained = {}
+    for rule, wildcards, resources in jobs:
+        if rule in ("train", "finetune"):
+            launch = load_config(REPO / "params/paper" / f"{wildcards['model']}.yaml").launch
+            expected = {"gpu": launch.gpus_per_node * launch.nodes, "runtime": launch.timeout_min,
+                        "mem_mb": launch.mem_gb * 1000, "cpus_per_task": launch.cpus_per_task}
+            trained[wildcards["model"]] = {key: int(resources[key]) for key in expected}
+            assert trained[wildcards["model"]] == expected, (rule, wildcards)
+        elif rule in stages:
+            assert {key: int(resources[key]) for key in stages[rule]} == stages[rule], (rule, wildcards)
+    # params/paper/base.yaml's launch section, and the fine-tuning rows' own time limit
+    assert trained["r50_lvis"] == {"gpu": 4, "runtime": 4320, "mem_mb": 64000, "cpus_per_task": 8}
+    assert trained["r50_coco_ytvis19"]["runtime"] == 720 and len(trained) == 8
+    assert {rule for rule, _, _ in jobs} >= {"infer", "complexity"}
+
+
+def test_toy_jobs_ask_for_no_gpu():
+    """Toy scale (`make toy`, the local profile): training takes params/toy's launch section, no stage a GPU."""
+    jobs = job_resources(dry_run("--profile", "workflow/profiles/local", "--forceall", "reproduce_all"))
+    gpu_jobs = [rule for rule, _, resources in jobs if rule in ("train", "infer", "complexity")
+                and resources.get("gpu") == "0"]
+    assert {"train", "infer", "complexity"} <= set(gpu_jobs)
+    assert not [rule for rule, _, resources in jobs if int(resources.get("gpu", 0))]
+
