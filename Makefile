@@ -25,7 +25,7 @@ system-deps:
 	scripts/system_deps.sh
 
 toy: setup
-	snakemake --cores 2 --rerun-incomplete reproduce_all
+	scripts/snakemake_resume.sh --cores 2 reproduce_all   # reruns what a killed run left half done
 
 test: setup system-deps
 	python -m pytest -q tests

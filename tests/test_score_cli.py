@@ -2,6 +2,11 @@
 
 import csv
 import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_api
@@ -185,3 +190,68 @@ def test_results_without_a_saved_config_are_not_logged(tmp_path, monkeypatch):
     assert main(["score", "--gt", write(tmp_path / "gt.json", GT), "--results",
                  write(tmp_path / "results.json", RESULTS), "--out", str(tmp_path / "metrics.json")]) == 0
     assert not store.exists()
+
+
+# `clipvis score ARGS` that kills itself (SIGKILL: no finally, no atexit) inside the atomic write of the file
+# named argv[1]: "renaming" once the temporary file is whole, before it is renamed onto the output;
+# "writing" with half of the text in the temporary file.
+KILLED_SCORE = """
+import os, signal, sys
+from pathlib import Path
+
+import clipvis.files as files
+from clipvis.cli import main
+
+name, when = sys.argv[1], sys.argv[2]
+replace, write_text = os.replace, Path.write_text
+
+def replace_or_die(source, target, **kwargs):
+    if Path(target).name == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return replace(source, target, **kwargs)
+
+def write_text_or_die(self, text, *args, **kwargs):
+    if self.name.startswith(f".{name}.") and self.name.endswith(files.TMP_SUFFIX):
+        write_text(self, text[:len(text) // 2], *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_text(self, text, *args, **kwargs)
+
+if when == "renaming":
+    os.replace = replace_or_die
+else:
+    Path.write_text = write_text_or_die
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def every_file(folder):
+    """{path relative to folder: bytes} of every file under it, hidden ones (temporaries, locks) included."""
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("name, when", [("metrics.json", "renaming"), ("metrics.per_category.csv", "writing"),
+                                        ("scores.json", "renaming")])
+def test_score_killed_mid_write_leaves_no_partial_output_and_reruns_to_the_same_bytes(tmp_path, name, when):
+    infer_dir, out = tmp_path / "infer", tmp_path / "score"
+    for variant, results in (("first", RESULTS), ("second", RESULTS[1:])):
+        (infer_dir / variant).mkdir(parents=True)
+        write(infer_dir / variant / "results.json", results)
+    write(infer_dir / "variants.json", {"variants": ["first", "second"]})
+    args = ["score", "--gt", write(tmp_path / "gt.json", GT), "--infer-dir", str(infer_dir), "--out", str(out)]
+    assert main(args) == 0
+    uninterrupted = every_file(out)
+    assert sorted(uninterrupted) == ["first/metrics.json", "first/metrics.per_category.csv", "scores.json",
+                                     "second/metrics.json", "second/metrics.per_category.csv"]
+    shutil.rmtree(out)
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_SCORE, name, when, *args], capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    left = every_file(out)
+    temporaries = [path for path in left if Path(path).name.startswith(f".{name}.") and path.endswith(".tmp")]
+    assert len(temporaries) == 1 and ".clipvis.lock" in left  # died inside the write, holding the lock
+    assert "scores.json" not in left  # what says the folder is done (the workflow's output) is written last
+    for path, data in left.items():  # nothing partial under an output's name: each is whole, or missing
+        assert Path(path).name.startswith(".") or data == uninterrupted[path], path
+
+    assert main(args) == 0  # the same command again: the stale lock does not stop it
+    assert every_file(out) == uninterrupted  # the same bytes; no temporary or lock file left

@@ -1,9 +1,15 @@
-"""The Snakemake DAGs, dry-run: the paper's every job with no data present, and the users' alias."""
+"""The Snakemake DAGs, dry-run: the paper's every job with no data present, and the users' alias; the resources
+SLURM jobs ask for; a killed run taken up again as `make toy` does."""
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -97,3 +103,146 @@ def test_every_rule_that_runs_a_command_logs_it():
             if not re.search(r"(?m)^    log: ", block) or not block.rstrip().endswith('> {log} 2>&1"'):
                 missing.append(f"{path.name}: {name}")
     assert not missing, "rules without a log: " + ", ".join(missing)
+
+
+def job_resources(text):
+    """(rule, wildcards, resources) of every job a dry run lists; resources as a dict of strings."""
+    jobs = []
+    for line in text.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append((match.group(1), {}, {}))
+        elif jobs and (match := re.match(r"^    (wildcards|resources): (.*)$", line)):
+            target = jobs[-1][1] if match.group(1) == "wildcards" else jobs[-1][2]
+            target.update(item.split("=", 1) for item in match.group(2).split(", "))
+    return jobs
+
+
+def test_slurm_jobs_ask_for_the_resources_of_their_one_home():
+    """Paper scale under the SLURM profile: a training job asks for its params file's launch section, the
+    other GPU stages for `resources:` of the scale in workflow/config.yaml; the profile sets no stage's."""
+    import yaml
+
+    from clipvis.config import load_config
+
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert not profile.get("set-resources")
+    stages = yaml.safe_load((REPO / "workflow/config.yaml").read_text())["paper"]["resources"]
+    jobs = job_resources(dry_run("--profile", "workflow/profiles/slurm", "reproduce_all", "--config", "scale=paper"))
+    trained = {}
+    for rule, wildcards, resources in jobs:
+        if rule in ("train", "finetune"):
+            launch = load_config(REPO / "params/paper" / f"{wildcards['model']}.yaml").launch
+            expected = {"gpu": launch.gpus_per_node * launch.nodes, "runtime": launch.timeout_min,
+                        "mem_mb": launch.mem_gb * 1000, "cpus_per_task": launch.cpus_per_task}
+            trained[wildcards["model"]] = {key: int(resources[key]) for key in expected}
+            assert trained[wildcards["model"]] == expected, (rule, wildcards)
+        elif rule in stages:
+            assert {key: int(resources[key]) for key in stages[rule]} == stages[rule], (rule, wildcards)
+    # params/paper/base.yaml's launch section, and the fine-tuning rows' own time limit
+    assert trained["r50_lvis"] == {"gpu": 4, "runtime": 4320, "mem_mb": 64000, "cpus_per_task": 8}
+    assert trained["r50_coco_ytvis19"]["runtime"] == 720 and len(trained) == 8
+    assert {rule for rule, _, _ in jobs} >= {"infer", "complexity"}
+
+
+def test_toy_jobs_ask_for_no_gpu():
+    """Toy scale (`make toy`, the local profile): training takes params/toy's launch section, no stage a GPU."""
+    jobs = job_resources(dry_run("--profile", "workflow/profiles/local", "--forceall", "reproduce_all"))
+    gpu_jobs = [rule for rule, _, resources in jobs if rule in ("train", "infer", "complexity")
+                and resources.get("gpu") == "0"]
+    assert {"train", "infer", "complexity"} <= set(gpu_jobs)
+    assert not [rule for rule, _, resources in jobs if int(resources.get("gpu", 0))]
+
+
+# A job's writer: OUT gets 2000 lines made from SOURCE ("-": none), written in two halves; while HOLD exists it
+# waits between them, with the first half on disk and a marker OUT.half beside it.
+WRITER = """
+import sys, time
+from pathlib import Path
+
+source, out, hold = sys.argv[1:]
+seed = "" if source == "-" else Path(source).read_text().splitlines()[-1]
+lines = [f"{out} {i} {seed}\\n" for i in range(2000)]
+with open(out, "w") as f:
+    f.writelines(lines[:1000])
+    f.flush()
+    Path(out + ".half").touch()
+    while Path(hold).exists():
+        time.sleep(0.05)
+    f.writelines(lines[1000:])
+"""
+
+CHAIN = """
+rule all:
+    input: "c.txt"
+
+rule a:
+    output: "a.txt"
+    shell: "{PY} writer.py - {output} none"
+
+rule b:
+    input: "a.txt"
+    output: "b.txt"
+    shell: "{PY} writer.py {input} {output} hold"
+
+rule c:
+    input: "b.txt"
+    output: "c.txt"
+    shell: "{PY} writer.py {input} {output} none"
+"""
+
+
+def toy_snakemake_command():
+    """The command of `make toy`, without its target."""
+    [line] = [line.split("#")[0].strip() for line in (REPO / "Makefile").read_text().splitlines()
+              if line.startswith("\tscripts/snakemake_resume.sh ")]
+    assert line.endswith(" reproduce_all")
+    return [str(REPO / line.split()[0]), *line.split()[1:-1]]
+
+
+@pytest.mark.system  # about a minute: four Snakemake runs, and the killed group must be gone
+def test_a_killed_snakemake_run_is_rerun_from_its_incomplete_job(tmp_path):
+    """kill -9 of Snakemake and its job while the job writes (a crash), then `make toy`'s command again: the
+    half-written output is rerun, never taken as done, finished jobs are kept, and the outputs are those of
+    an uninterrupted run."""
+    command = toy_snakemake_command()
+    assert "--rerun-incomplete" in (REPO / "scripts/snakemake_resume.sh").read_text()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    for folder in ("killed", "straight"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "writer.py").write_text(WRITER)
+        (tmp_path / folder / "Snakefile").write_text(f"PY = {sys.executable!r}\n" + CHAIN)
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+
+    def snakemake(folder, **popen):
+        return subprocess.Popen([*command, "all"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env, **popen)
+
+    (killed / "hold").touch()
+    run = snakemake(killed, start_new_session=True)  # its own process group, the jobs in it
+    deadline = time.monotonic() + 120
+    while not (killed / "b.txt.half").exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    while time.monotonic() < deadline:  # until every process of the group is gone (and its lock with it)
+        try:
+            os.killpg(run.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    (killed / "hold").unlink()
+    assert (killed / "b.txt").read_text().count("\n") == 1000 and not (killed / "c.txt").exists()
+    a_written = (killed / "a.txt").stat().st_mtime_ns
+
+    rerun = snakemake(killed)  # Snakemake's locks of the killed run are stale
+    log = rerun.communicate(timeout=180)[0]
+    assert rerun.returncode == 0, log[-3000:]
+    assert re.findall(r"(?m)^(?:local)?rule (\w+):$", log) == ["b", "c", "all"]  # a was done: kept
+    assert (killed / "a.txt").stat().st_mtime_ns == a_written
+
+    uninterrupted = snakemake(straight)
+    assert uninterrupted.wait(timeout=180) == 0
+    for name in ("a.txt", "b.txt", "c.txt"):
+        assert (killed / name).read_text() == (straight / name).read_text()
+    assert (killed / "c.txt").read_text().count("\n") == 2000

@@ -1,5 +1,6 @@
 # Targets and lookups shared by the rules (configuration only; no stage logic).
 
+import functools
 import os
 
 from clipvis import layout
@@ -53,6 +54,33 @@ def params_file(model):
     return f"{S['params_dir']}/{model}.yaml"
 
 
+@functools.cache
+def model_config(model):
+    return load_config(params_file(model))
+
+
+# Resources (what a SLURM job asks for; local runs set no limits) have one home each: a training job
+# asks for what its model's params file gives `clipvis train --launcher slurm` (the launch section), the
+# other GPU stages for what the workflow config gives them (`resources:` of the scale). The SLURM profile
+# only adds the cluster's defaults for the rest.
+def training_resources():
+    """A train/finetune job's resources, from the launch section of the params file of the model it trains."""
+    def launch(wildcards):
+        return model_config(wildcards.model).launch
+
+    return {
+        "gpu": lambda wildcards: launch(wildcards).gpus_per_node * launch(wildcards).nodes,
+        "runtime": lambda wildcards: launch(wildcards).timeout_min,  # minutes
+        "mem_mb": lambda wildcards: launch(wildcards).mem_gb * 1000,
+        "cpus_per_task": lambda wildcards: launch(wildcards).cpus_per_task,
+    }
+
+
+def stage_resources(rule_name):
+    """The resources the workflow config gives a stage at this scale (none if it gives none)."""
+    return dict(S.get("resources", {}).get(rule_name, {}))
+
+
 # The ablations: a list in the workflow config, else every variant of params/variants.yaml in its order.
 ABLATION_VARIANTS = S.get("ablation_variants") or variant_names()
 
@@ -75,7 +103,7 @@ def checkpoint_file(wildcards):
 
 
 def train_data(wildcards):
-    return data_ready(load_config(params_file(wildcards.model)).data.train)
+    return data_ready(model_config(wildcards.model).data.train)
 
 
 def has_public_gt(benchmark):

@@ -10,6 +10,7 @@ rule infer:
         variants=lambda w: " ".join(variants_of(w.model, w.benchmark)),
         out=filled(INFER_DIR),
     log: log_file("infer", "model", "benchmark")
+    resources: **stage_resources("infer")
     shell: "clipvis infer --launcher local --params {params.params} --benchmark {wildcards.benchmark} --checkpoint {input.checkpoint}"
            " --set data.root={ROOT} {params.clip} --variants {params.variants} --out {params.out} > {log} 2>&1"
 
@@ -27,6 +28,7 @@ rule complexity:
     output: COMPLEXITY_JSON
     params: params=lambda w: params_file(w.model), clip=clip_set
     log: log_file("complexity", "model")
+    resources: **stage_resources("complexity")
     shell: "clipvis bench complexity --params {params.params} --checkpoint {input.checkpoint}"
            " --set data.root={ROOT} {params.clip}"
            " --height {S[complexity_frame][0]} --width {S[complexity_frame][1]} --out {output} > {log} 2>&1"
@@ -50,6 +52,7 @@ rule qualitative:
         frames=lambda w: video_frames(w.benchmark, w.video),
         out=filled(QUALITATIVE_DIR),
     log: log_file("qualitative", "model", "benchmark", "video")
+    resources: **stage_resources("qualitative")
     shell: "clipvis segment {params.frames} --benchmark {wildcards.benchmark} --root {ROOT} --params {params.params}"
            " --checkpoint {input.checkpoint} --set data.root={ROOT} {params.clip} --out {params.out} > {log} 2>&1"
 

@@ -15,6 +15,7 @@ rule train:
     wildcard_constraints: model="(?!(?:" + "|".join(FINETUNED or ["-"]) + ")/)[^/]+"  # the others
     params: params=lambda w: params_file(w.model), clip=clip_set, out=filled(TRAIN_DIR)
     log: log_file("train", "model")
+    resources: **training_resources()
     shell: "clipvis train --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --out {params.out} > {log} 2>&1"
 
 
@@ -24,4 +25,5 @@ rule finetune:
     wildcard_constraints: model="|".join(FINETUNED or ["-"])
     params: params=lambda w: params_file(w.model), clip=clip_set, out=filled(TRAIN_DIR)
     log: log_file("finetune", "model")
+    resources: **training_resources()
     shell: "clipvis finetune --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {params.out} > {log} 2>&1"
