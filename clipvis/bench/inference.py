@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PAPER_CLIPS = ("RN50", "convnext_base_w_320")
 LVVIS_CLASSES = 1196
+PAPER_PARAMS = "params/paper/base.yaml"  # the paper's architecture and test-time settings (run from the repository root)
 NARROW_MODEL = ["clip.model=clipvis_toy_rn", "model.hidden_dim=64", "model.mask_dim=64", "model.heads=4",
                 "model.enc_layers=1", "model.dec_layers=3", "model.dec_ffn_dim=128", "model.enc_ffn_dim=128"]
 MEMORY_SCALES = {"narrow": (NARROW_MODEL, 240, 320), "paper": (["clip.model=RN50"], 480, 640)}
@@ -215,7 +216,7 @@ def bench_memory(scale: str = "narrow", lengths: tuple[int, ...] = (100, 1000), 
 def _config(overrides: list[str]):
     from clipvis.config import load_config
 
-    return load_config(None, ["clip.pretrained=null", *overrides])
+    return load_config(PAPER_PARAMS, ["clip.pretrained=null", *overrides])
 
 
 MEMORY_CHILD = ("import json, sys; from clipvis.bench.inference import memory_child; "
