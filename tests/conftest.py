@@ -6,6 +6,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+import numpy as np  # noqa: E402
+import pycocotools.mask as mask_api  # noqa: E402
 import pytest  # noqa: E402
 
 from clipvis.config import ToyWorldConfig, load_config  # noqa: E402
@@ -58,3 +60,9 @@ def tiny_world(tmp_path_factory):
 def tiny_config(tiny_world):
     """The toy params with the tiny model, reading the tiny world."""
     return load_config("params/toy/default.yaml", TINY_MODEL + [f"data.root={tiny_world}"])
+
+
+def rle(mask) -> dict:
+    """A (H, W) bool mask as COCO compressed RLE with text counts (the results-file form)."""
+    encoded = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": list(mask.shape), "counts": encoded["counts"].decode("ascii")}

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pycocotools.mask as mask_api
 import pytest
 import torch
 from PIL import Image
@@ -13,13 +12,9 @@ from clipvis.data.datasets import (ImageInstanceDataset, VideoFrameDataset, buil
 from clipvis.toy.generate import generate_toy_world
 from clipvis.data.samplers import RepeatFactorTrainingSampler, TrainingSampler, build_train_sampler
 from clipvis.errors import InputError
+from conftest import rle
 
 H, W = 16, 20
-
-
-def rle(mask):
-    encoded = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": list(mask.shape), "counts": encoded["counts"].decode("ascii")}
 
 
 def box_mask(top, left, bottom, right):

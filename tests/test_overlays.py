@@ -1,15 +1,9 @@
 """Overlay drawing: tracks above the threshold once each, small frames enlarged, labels beside their masks."""
 
 import numpy as np
-import pycocotools.mask as mask_api
 
 from clipvis.reports import overlays
-
-
-def rle(mask):
-    encoded = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
-    encoded["counts"] = encoded["counts"].decode("ascii")
-    return encoded
+from conftest import rle
 
 
 def square(top, left, size, shape=(64, 80)):

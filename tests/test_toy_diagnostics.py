@@ -5,7 +5,6 @@ import argparse
 import json
 
 import numpy as np
-import pycocotools.mask as mask_api
 import pytest
 import torch
 
@@ -15,12 +14,7 @@ from clipvis.bench import toy as toy_diagnostics
 from clipvis.files import read_json
 from clipvis.model.clip_encoder import FrozenCLIP
 from conftest import TINY_MODEL
-
-
-def rle(mask):
-    encoded = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
-    encoded["counts"] = encoded["counts"].decode("ascii")
-    return encoded
+from conftest import rle
 
 
 def box(top, left, size, shape=(20, 20)):
