@@ -53,7 +53,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete the `.NAME.PID.XXXX.tmp` files of `folder` whose writing process no longer exists."""
+    """Delete the `.NAME.PID.<random>.tmp` files of `folder` whose writing process no longer exists."""
     for tmp in folder.glob(f".*{TMP_SUFFIX}"):
         parts = tmp.name.rsplit(".", 3)  # [".NAME", PID, random, "tmp"]
         if len(parts) == 4 and parts[1].isdigit() and not _process_exists(int(parts[1])):
