@@ -42,7 +42,7 @@ class ToyWorldConfig:
     colours: list[str] = field(default_factory=lambda: ["red", "green", "blue", "yellow", "purple", "orange"])
     shapes: list[str] = field(default_factory=lambda: ["circle", "square", "triangle", "star", "ring"])
     novel_fraction: float = 1 / 3
-    frame_size: int = 128  # frame height in pixels
+    frame_size: int = 192  # frame height in pixels
     frame_aspect: float = 1.25  # width / height (not square, so that height/width mix-ups show)
     min_frames: int = 12  # per video; 12 or more lets every exit object leave and come back
     max_frames: int = 36
@@ -53,7 +53,7 @@ class ToyWorldConfig:
     val_videos: int = 30
     ovis_videos: int = 20
     caption_images: int = 2000  # image-caption pairs for pretraining the toy CLIP
-    heldout_captions: int = 300  # single-object crops for zero-shot accuracy, every category in turn
+    heldout_captions: int = 300  # single-object images for zero-shot accuracy, every category in turn
 
 
 @dataclass
@@ -86,7 +86,7 @@ class ModelConfig:
     dec_ffn_dim: int = 256
     enc_layers: int = 2
     enc_ffn_dim: int = 256
-    enc_points: int = 4
+    enc_points: int = 2
     mask_dim: int = 64
     iou_head_input: Literal["query", "pooled"] = "query"
     iou_activation: Literal["sigmoid", "relu"] = "sigmoid"
@@ -115,7 +115,7 @@ class MatchingConfig:
 
 @dataclass
 class InferConfig:
-    min_size: int = 128
+    min_size: int = 192
     max_size: int = 400
     # How a frame is downscaled to `min_size`: "pil" is PIL's bilinear, as the authors' detectron2 code
     # (released weights then give their outputs exactly); "torch" is torch's antialiased bilinear, which
@@ -134,15 +134,15 @@ class TrainConfig:
 
     seed: int = 0
     batch_size: int = 4
-    max_iter: int = 1500
+    max_iter: int = 1000
     lr: float = 3e-4
     weight_decay: float = 0.05
-    lr_steps: list[int] = field(default_factory=lambda: [1200, 1400])
+    lr_steps: list[int] = field(default_factory=lambda: [800, 950])
     lr_gamma: float = 0.1
     grad_clip: float = 0.01
     amp: bool = False
     augmentation: Literal["lsj", "resize_shortest"] = "lsj"
-    image_size: int = 128
+    image_size: int = 192
     lsj_scale: list[float] = field(default_factory=lambda: [0.5, 1.5])
     min_size_train: list[int] = field(default_factory=lambda: [800])
     max_size_train: int = 1333
@@ -160,16 +160,13 @@ class TrainConfig:
 
 @dataclass
 class ClipPretrainConfig:
-    """Contrastive pretraining of the toy CLIP on toy image–caption pairs (toy scale only).
-
-    The input size is the model's (clip.model's vision image_size: its attention pool is built for it)."""
+    """Pretraining of the toy CLIP on toy image–caption pairs, whole images at their own size (toy scale only)."""
 
     seed: int = 0
-    epochs: int = 80
+    epochs: int = 8
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.1
-    crop_probability: float = 0.75  # how often a drawn image is an object crop with a class prompt, not whole
     out: str = TOY_CLIP_PATH
 
 

@@ -15,7 +15,7 @@ def write(path, text):
 
 def test_defaults_without_file():
     cfg = load_config()
-    assert isinstance(cfg, Config) and cfg.scale == "toy" and cfg.toy.frame_size == 128
+    assert isinstance(cfg, Config) and cfg.scale == "toy" and cfg.toy.frame_size == 192
 
 
 def test_base_inheritance_and_overrides(tmp_path):

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import open_clip
+import pycocotools.mask as mask_api
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -10,10 +11,11 @@ from PIL import Image, ImageDraw
 from clipvis.commands import pretrain_clip as pretrain_clip_command
 from clipvis.errors import InputError
 from clipvis.model.clip_encoder import FrozenCLIP
-from clipvis.model.text_classifier import TEMPLATES, class_text_embeddings
-from clipvis.toy.clip_pretrain import (CaptionPairs, ViewSampler, content_groups, contrastive_loss, flip_and_turn,
-                                   heldout_crops, image_texts, load_caption_pairs, object_crop, save_checkpoint,
-                                   train_clip, warmup_cosine, zero_shot_accuracy)
+from clipvis.model.text_classifier import class_text_embeddings
+from clipvis.toy import clip_pretrain
+from clipvis.toy.clip_pretrain import (CaptionPairs, content_groups, contrastive_loss, image_texts, load_caption_pairs,
+                                       random_flips, region_masks, save_checkpoint, train_clip, warmup_cosine,
+                                       zero_shot_accuracy)
 
 TINY = "clipvis_test_tiny_rn"  # registered below: 32-pixel input, width 8, a 1-layer text tower
 CATEGORIES = [  # (id, name, partition, colour): partition 0/1 base, 2/3 novel
@@ -50,12 +52,19 @@ def object_box(position: int) -> tuple[int, int, int, int]:
     return x, 6, x + 17, 23
 
 
-def draw(category: int, position: int) -> Image.Image:
+def draw(category: int, position: int) -> tuple[Image.Image, np.ndarray]:
+    """The image and the object's mask (H, W) bool."""
     _, name, _, colour = CATEGORIES[category]
-    image = Image.new("RGB", SIZE, (128, 128, 128))
-    shape = ImageDraw.Draw(image)
-    (shape.ellipse if "circle" in name else shape.rectangle)(object_box(position), fill=colour)
-    return image
+    image, mask = Image.new("RGB", SIZE, (128, 128, 128)), Image.new("L", SIZE)
+    for canvas, fill in ((image, colour), (mask, 255)):
+        shape = ImageDraw.Draw(canvas)
+        (shape.ellipse if "circle" in name else shape.rectangle)(object_box(position), fill=fill)
+    return image, np.asarray(mask) > 0
+
+
+def rle(mask: np.ndarray) -> dict:
+    encoded = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")}
 
 
 def write_caption_world(root, train_per_category: int = 4) -> None:
@@ -69,12 +78,11 @@ def write_caption_world(root, train_per_category: int = 4) -> None:
     plan += [("heldout", c, 1) for c in range(len(CATEGORIES))]
     for item_id, (split, category, position) in enumerate(plan, start=1):
         file_name = f"{item_id:06d}.jpg"
-        draw(category, position).save(toy / "toy_captions" / "images" / file_name, quality=95)
+        image, mask = draw(category, position)
+        image.save(toy / "toy_captions" / "images" / file_name, quality=95)
         cid, name, _, _ = CATEGORIES[category]
-        left, top, right, bottom = object_box(position)
         items.append({"id": item_id, "file_name": file_name, "caption": f"a photo of a {name}",
-                      "category_ids": [cid], "boxes": [[left, top, right - left + 1, bottom - top + 1]],
-                      "split": split})
+                      "category_ids": [cid], "segmentations": [rle(mask)], "split": split})
     (toy / "toy_captions" / "captions.json").write_text(json.dumps({"items": items}))
 
 
@@ -91,7 +99,7 @@ NAMES = {cid: name for cid, name, _, _ in CATEGORIES}
 def fit(world):
     pairs = load_caption_pairs(world, "train")
     torch.manual_seed(0)
-    return train_clip(TINY, pairs, NAMES, epochs=8, batch_size=6, lr=2e-3, weight_decay=0.1, crop_probability=0.5)
+    return train_clip(TINY, pairs, NAMES, epochs=8, batch_size=6, lr=2e-3, weight_decay=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +112,8 @@ def test_load_caption_pairs_reads_split_images_and_captions(world):
     assert pairs.images.shape == (3, 3, SIZE[1], SIZE[0]) and pairs.images.dtype == torch.uint8
     assert pairs.captions == ["a photo of a red circle", "a photo of a blue square", "a photo of a green circle"]
     assert pairs.category_ids == [[1], [2], [3]]
-    assert pairs.boxes == [[[10.0, 6.0, 18.0, 18.0]]] * 3
+    for masks, category in zip(pairs.masks, range(3)):
+        assert masks.shape == (1, SIZE[1], SIZE[0]) and torch.equal(masks[0], torch.from_numpy(draw(category, 1)[1]))
     assert tuple(pairs.images[1, :, 15, 15].tolist()) == pytest.approx((30, 60, 220), abs=12)  # inside the square
 
 
@@ -114,67 +123,53 @@ def test_missing_captions_file_names_it_and_the_fix(tmp_path):
     assert "captions.json" in str(error.value) and "clipvis data --benchmark toy" in str(error.value)
 
 
-@pytest.mark.parametrize("boxes, problem", [
-    (None, "missing; this toy world predates object boxes"),
-    ([], "expected a list of 1 boxes"),
-    ([[1, 2, 0, 4]], "bad box [1, 2, 0, 4]"),
-    ([[1, 2, "3", 4]], "bad box"),
+@pytest.mark.parametrize("masks, problem", [
+    (None, "missing; this toy world predates object masks"),
+    ([], "expected a list of 1 masks"),
+    ([{"size": [4, 4], "counts": "0"}], "size [4, 4] is not the image's [32, 40]"),
+    ([{"size": [32, 40]}], "bad mask"),
+    ([rle(np.zeros((32, 40), dtype=bool))], "empty mask"),
 ])
-def test_bad_boxes_name_the_file_and_the_item(tmp_path, boxes, problem):
+def test_bad_masks_name_the_file_and_the_item(tmp_path, masks, problem):
     write_caption_world(tmp_path, train_per_category=1)
     path = tmp_path / "toy" / "toy_captions" / "captions.json"
     items = json.loads(path.read_text())["items"]
-    if boxes is None:
-        del items[1]["boxes"]
+    if masks is None:
+        del items[1]["segmentations"]
     else:
-        items[1]["boxes"] = boxes
+        items[1]["segmentations"] = masks
     path.write_text(json.dumps({"items": items}))
     with pytest.raises(InputError) as error:
         load_caption_pairs(tmp_path, "train")
-    assert "captions.json" in str(error.value) and "items[1].boxes" in str(error.value) and problem in str(error.value)
+    assert "captions.json" in str(error.value) and "items[1].segmentations" in str(error.value)
+    assert problem in str(error.value)
 
 
-def test_object_crop_is_the_square_around_the_box_zero_outside_the_image():
-    image = torch.arange(10 * 12, dtype=torch.uint8).view(1, 10, 12).expand(3, 10, 12)
-    # Box 4 wide, 2 high at (3, 5): context 1.5 gives a 6-pixel square centred on (5, 6), left 2, top 3.
-    crop = object_crop(image, [3, 5, 4, 2], 1.5, (0.0, 0.0), 6)
-    assert torch.equal(crop, image[:, 3:9, 2:8])
-    # Shifted half a side (3 px) right and up: left 5, top 0.
-    assert torch.equal(object_crop(image, [3, 5, 4, 2], 1.5, (0.5, -0.5), 6), image[:, 0:6, 5:11])
-    # Past the image's corner: zeros there.
-    corner = object_crop(image, [9, 8, 2, 2], 3.0, (0.0, 0.0), 6)  # left 7, top 6: 5 columns and 4 rows inside
-    assert torch.equal(corner[:, :4, :5], image[:, 6:10, 7:12])
-    assert not corner[:, 4:].any() and not corner[:, :, 5:].any()
-    resized = object_crop(image, [3, 5, 4, 2], 1.5, (0.0, 0.0), 3)
-    assert resized.shape == (3, 3, 3) and resized.dtype == torch.uint8
+def test_region_masks_binarise_ground_truth_as_inference_does_and_pad_with_empty_ones():
+    first = torch.zeros(2, 64, 64, dtype=torch.bool)
+    first[0, :32, :32] = True  # covers the top-left cell of the 2 x 2 map
+    first[1, 30:34, 30:34] = True  # a speck at the corner where four cells meet: no cell centre
+    second = torch.ones(1, 64, 64, dtype=torch.bool)
+    regions = region_masks([first, second], (2, 2))
+    assert regions.shape == (2, 2, 2, 2) and regions.dtype == torch.bool
+    assert regions[0, 0].tolist() == [[True, False], [False, False]]
+    assert not regions[0, 1].any() and regions[1, 0].all() and not regions[1, 1].any()
 
 
-def test_heldout_crops_centre_the_first_object(world):
-    pairs = load_caption_pairs(world, "heldout")
-    crops = heldout_crops(pairs, 25)  # the 18-pixel shapes times 1.4: 25 pixels, no resizing
-    assert crops.shape == (3, 3, 25, 25)
-    for crop, colour in zip(crops, [c[3] for c in CATEGORIES]):
-        assert tuple(crop[:, 12, 12].tolist()) == pytest.approx(colour, abs=12)  # the object's middle
-        assert tuple(crop[:, 12, 1].tolist()) == pytest.approx((128, 128, 128), abs=12)  # beside it: background
-
-
-def test_view_sampler_pairs_crops_with_class_prompts_and_wholes_with_captions(world):
-    pairs = load_caption_pairs(world, "train")
-    crops = ViewSampler(pairs, NAMES, crop_probability=1.0, size=32)
-    wholes = ViewSampler(pairs, NAMES, crop_probability=0.0, size=32)
+def test_random_flips_move_image_and_masks_together_and_reach_all_four_orientations():
+    image = torch.arange(3 * 4 * 5, dtype=torch.uint8).view(3, 4, 5)
+    masks = image[:2] % 3 == 0
+    orientations = [(image, masks), (image.flip(-1), masks.flip(-1)), (image.flip(-2), masks.flip(-2)),
+                    (image.flip(-1, -2), masks.flip(-1, -2))]
     torch.manual_seed(0)
-    for index in range(len(pairs.images)):
-        view, text, shown = crops.draw(index)
-        name = NAMES[pairs.category_ids[index][0]]
-        assert view.shape == (3, 32, 32) and shown == pairs.category_ids[index]
-        assert text in [template.format(name) for template in TEMPLATES]
-        colour = CATEGORIES[pairs.category_ids[index][0] - 1][3]
-        assert tuple(view[:, 16, 16].tolist()) == pytest.approx(colour, abs=40)  # the object fills the middle
-        view, text, shown = wholes.draw(index)
-        assert text in [pairs.captions[index]] + [template.format(name) for template in TEMPLATES]
-        assert shown == pairs.category_ids[index]
-        assert any(torch.equal(view, oriented.rot90(turns, dims=(-2, -1)))
-                   for whole in [wholes.wholes[index]] for oriented in (whole, whole.flip(-1)) for turns in range(4))
+    seen = set()
+    for _ in range(60):
+        flipped_image, flipped_masks = random_flips(image, masks)
+        matches = [k for k, (i, m) in enumerate(orientations)
+                   if torch.equal(flipped_image, i) and torch.equal(flipped_masks, m)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == {0, 1, 2, 3}
 
 
 def test_warmup_then_cosine_schedule():
@@ -188,7 +183,7 @@ def test_warmup_then_cosine_schedule():
 
 def test_image_texts_add_the_class_prompts_to_single_category_captions():
     pairs = CaptionPairs(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a red circle", "a red circle and a blue square"],
-                         [[1], [1, 2]], [[[0, 0, 1, 1]], [[0, 0, 1, 1], [2, 2, 1, 1]]])
+                         [[1], [1, 2]], [torch.ones(1, 4, 4, dtype=torch.bool), torch.ones(2, 4, 4, dtype=torch.bool)])
     texts = image_texts(pairs, {1: "red circle", 2: "blue square"})
     assert texts[0][0] == "a red circle" and len(texts[0]) == 1 + 14
     assert "There is a large red circle in the scene." in texts[0]
@@ -197,20 +192,6 @@ def test_image_texts_add_the_class_prompts_to_single_category_captions():
 
 def test_content_groups_match_images_showing_the_same_categories():
     assert content_groups([[1], [2, 3], [3, 2], [1], [2]]).tolist() == [0, 1, 1, 0, 2]
-
-
-def test_augmentation_keeps_the_whole_image_in_each_of_its_eight_orientations():
-    # No crop: a caption names every object in its image, so each view must keep all of them.
-    image = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)
-    orientations = [oriented.rot90(turns, dims=(-2, -1)) for oriented in (image, image.flip(-1)) for turns in range(4)]
-    torch.manual_seed(0)
-    seen = set()
-    for _ in range(100):
-        view = flip_and_turn(image)
-        matches = [index for index, oriented in enumerate(orientations) if torch.equal(view, oriented)]
-        assert len(matches) == 1
-        seen.add(matches[0])
-    assert seen == set(range(8))
 
 
 def test_contrastive_loss_is_clip_loss_with_distinct_groups_and_shares_matches_otherwise():
@@ -257,24 +238,30 @@ def test_checkpoint_loads_through_frozen_clip_bit_identically(trained, tmp_path)
         assert torch.equal(loaded.clip.encode_text(tokens), model.encode_text(tokens))
 
 
-def test_zero_shot_accuracy_counts_top1_over_the_whole_vocabulary(monkeypatch):
+def test_zero_shot_accuracy_pools_each_mask_and_counts_top1_over_the_whole_vocabulary(monkeypatch):
     torch.manual_seed(0)
     clip = FrozenCLIP(TINY)
     names = ["red circle", "blue square", "green circle", "yellow star"]
     text = class_text_embeddings(clip, names).embeddings  # (4, D), unit rows
-    # Image i "looks like" class answers[i]; labels agree for 3 of the 5 images.
-    answers = torch.tensor([0, 3, 2, 1, 1])
+    # Region i "looks like" class answers[i]; labels agree for 4 of the 5, but region 4 vanished on the grid.
+    answers = torch.tensor([0, 3, 2, 1, 2])
     labels = torch.tensor([0, 3, 1, 1, 2])
-    seen_shapes = []
+    seen = []
 
-    def encode_image(images):
-        seen_shapes.append(tuple(images.shape))
-        return 2.0 * text[answers[:len(images)]]  # unnormalised, as open_clip's encode_image
+    def pool_regions(visual, family, dense, masks):
+        seen.append((tuple(dense.shape), masks.clone()))
+        chosen = answers[:len(masks)]
+        return 2.0 * text[chosen][:, None], torch.tensor([[k != 4] for k in range(len(masks))])
 
-    monkeypatch.setattr(clip.clip, "encode_image", encode_image)
+    monkeypatch.setattr(clip_pretrain, "pool_regions", pool_regions)
     images = torch.randint(0, 256, (5, 3, 48, 60), dtype=torch.uint8)
-    assert zero_shot_accuracy(clip, images, labels, names) == pytest.approx(3 / 5)
-    assert seen_shapes == [(5, 3, 32, 32)]  # whole images resized to the CLIP input size
+    masks = [torch.zeros(1, 48, 60, dtype=torch.bool) for _ in range(5)]
+    masks[0][0, :32, :32] = True
+    assert zero_shot_accuracy(clip, images, masks, labels, names) == pytest.approx(3 / 5)
+    ((dense_shape, regions),) = seen
+    assert dense_shape[0] == 5 and dense_shape[-2:] == (2, 2)  # padded to 64 x 64, stride 32
+    assert regions.shape == (5, 1, 2, 2) and regions[0, 0].tolist() == [[True, False], [False, False]]
+    assert not regions[1:].any()
 
 
 def test_command_writes_checkpoint_report_and_config(world, tmp_path, monkeypatch):

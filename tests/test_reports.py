@@ -251,7 +251,7 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     assert summary["images/default/toy_lvis_val AP"] == 15.33 and "images/default/toy_lvis_val APn" not in summary
     assert summary["table1/default · default/LV-VIS val AP"] == 12.349
     assert "<h2>Toy CLIP</h2>" in page and ">94.7<" in page and ">none<" in page and "<code>other</code>" not in page
-    assert summary["clip/toy_clip zero-shot crops novel"] == 94.0
+    assert summary["clip/toy_clip zero-shot object masks novel"] == 94.0
     assert summary["clip/toy_clip zero-shot whole images base"] == 30.0
     assert "clip/toy_clip zero-shot whole images novel" not in summary
     assert "<h2>Diagnostics of the toy experiment</h2>" in page and ">96.1<" in page and "still falling" in page

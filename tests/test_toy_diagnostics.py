@@ -37,6 +37,9 @@ def test_ground_truth_masks_count_every_object_and_a_vanished_one_is_wrong(cfg, 
     grid, accuracy = report["clip_grid"]["toy_lvvis"], report["gt_mask_classification"]["toy_lvvis"]
     assert grid["objects"] == present and 0 < grid["visible"] <= present
     assert grid["share"] == round(grid["visible"] / present, 4)
+    tracks = sum(any(a["segmentations"]) for a in gt["annotations"])
+    assert grid["tracks"] == tracks and grid["visible"] > 0 and 0 < grid["tracks_visible"] <= tracks
+    assert grid["tracks_share"] >= grid["share"]  # a track is visible when any of its frames is
     # Objects whose mask vanished count as wrong: overall accuracy = accuracy among the visible x their share.
     assert accuracy["overall"] == pytest.approx(accuracy["of_visible"] * grid["share"], abs=2e-4)
     assert set(accuracy) == {"overall", "base", "novel", "of_visible"}

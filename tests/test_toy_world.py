@@ -227,21 +227,19 @@ def test_captions_cover_train_and_heldout(world):
     assert [i["caption"] for i in heldout] == [f"a photo of a {names[k]}" for k in (1, 2, 3, 4)]
 
 
-def test_caption_boxes_are_the_visible_extent_of_each_named_category(world):
+def test_caption_masks_are_the_visible_pixels_of_each_named_category(world):
     items = read_json(world / "toy_captions" / "captions.json")["items"]
     categories = make_categories(TINY.colours, TINY.shapes, TINY.novel_fraction, TINY.seed)
     plan = [("train", i) for i in range(TINY.caption_images)] + [("heldout", i) for i in range(TINY.heldout_captions)]
     for item, (split, index) in zip(items, plan, strict=True):
         scene, _ = caption_scene(TINY, categories, split, index)
         (frame,) = render_scene(scene)
-        assert len(item["boxes"]) == len(item["category_ids"])
-        for category_id, (x, y, w, h) in zip(item["category_ids"], item["boxes"]):
+        assert len(item["segmentations"]) == len(item["category_ids"])
+        for category_id, rle in zip(item["category_ids"], item["segmentations"]):
             shown = frame.visible[[obj.category_id == category_id for obj in scene.objects]].any(0)
-            inside = np.zeros_like(shown)
-            inside[y:y + h, x:x + w] = True
-            assert shown.any() and not shown[~inside].any()  # the box holds every visible pixel...
-            edges = shown[y, x:x + w], shown[y + h - 1, x:x + w], shown[y:y + h, x], shown[y:y + h, x + w - 1]
-            assert all(edge.any() for edge in edges)  # ...and is no larger
+            assert shown.any() and np.array_equal(decode({**rle, "counts": rle["counts"].encode()}), shown)
+
+
 # ---------------------------------------------------------------- determinism and idempotence
 
 

@@ -1,9 +1,11 @@
 """`clipvis bench toy`: what bounds the toy experiment, measured and printed as JSON.
 
 - `clip_grid`: the share of ground-truth objects (every `frame_step`-th frame of each video benchmark)
-  whose mask survives at the CLIP feature stride. The mask is resized with its frame as inference
-  resizes it, padded, averaged over the 4 x 4 cells of the mask resolution (logit 2 * cover - 1),
-  then resized to the dense CLIP map and binarised as the classifier does (`FrozenCLIP.pool_masks`).
+  whose mask survives at the CLIP feature stride, and the share of ground-truth tracks whose mask survives
+  in at least one of those frames (a track's class comes from its frames, so it needs one). The mask is
+  resized with its frame as inference resizes it, padded, averaged over the 4 x 4 cells of the mask
+  resolution (logit 2 * cover - 1), then resized to the dense CLIP map and binarised as the classifier
+  does (`FrozenCLIP.pool_masks`).
   A mask that comes out empty gets no CLIP class at all.
 - `gt_mask_classification`: top-1 over the whole vocabulary of mask pooling with those ground-truth
   masks (overall, base, novel); an object whose mask vanished counts as wrong. It is the ceiling of
@@ -74,7 +76,10 @@ def ground_truth_masks(cfg: Config, root: Path, frame_step: int) -> dict:
         counts = classify_ground_truth(model, text, index, name, root, cfg.infer, frame_step)
         novel = np.array([c["id"] in novel_ids(name, root) for c in vocabulary])[[index[i] for i in counts["category"]]]
         visible, correct = counts["visible"], counts["correct"]
-        grid[name] = {"objects": len(visible), "visible": int(visible.sum()), "share": _share(visible)}
+        track_ids = np.unique(counts["track"])
+        seen = np.array([visible[counts["track"] == track].any() for track in track_ids], dtype=bool)
+        grid[name] = {"objects": len(visible), "visible": int(visible.sum()), "share": _share(visible),
+                      "tracks": len(seen), "tracks_visible": int(seen.sum()), "tracks_share": _share(seen)}
         classification[name] = {group: _share(correct[chosen]) for group, chosen in
                                 (("overall", np.ones_like(novel)), ("base", ~novel), ("novel", novel))}
         classification[name]["of_visible"] = _share(correct[visible])
@@ -84,9 +89,9 @@ def ground_truth_masks(cfg: Config, root: Path, frame_step: int) -> dict:
 @torch.inference_mode()
 def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: str, root: Path, infer: InferConfig,
                           frame_step: int) -> dict[str, np.ndarray]:
-    """Per ground-truth object in every `frame_step`-th frame: its category id, whether its mask survives at
-    the CLIP stride, and whether pooling CLIP over it gives its category (`index`: category id -> the
-    vocabulary index of `text`)."""
+    """Per ground-truth object in every `frame_step`-th frame: its track (annotation id), its category id,
+    whether its mask survives at the CLIP stride, and whether pooling CLIP over it gives its category
+    (`index`: category id -> the vocabulary index of `text`)."""
     from clipvis.data.registry import get_benchmark
     from clipvis.data.datasets import decode_masks, read_rgb
     from clipvis.data.formats import load_video_gt
@@ -99,7 +104,7 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
     tracks: dict[int, list[dict]] = {}
     for annotation in gt["annotations"]:
         tracks.setdefault(annotation["video_id"], []).append(annotation)
-    category, visible, correct = [], [], []
+    track, category, visible, correct = [], [], [], []
     for video in tqdm(gt["videos"], desc=f"ground-truth masks {benchmark_name}", unit="video"):
         height, width = video["height"], video["width"]
         for t in range(0, video["length"], frame_step):
@@ -116,10 +121,12 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
             scores = classification_logits(embeddings, text.embeddings, text.synonym_class, text.num_classes,
                                            model.clip.logit_scale, valid)[0]  # (N, C)
             labels = torch.tensor([index[a["category_id"]] for a in present])
+            track += [a["id"] for a in present]
             category += [a["category_id"] for a in present]
             visible += valid[0].tolist()
             correct += (valid[0] & (scores.argmax(-1) == labels)).tolist()
-    return {"category": np.array(category, dtype=np.int64), "visible": np.array(visible, dtype=bool),
+    return {"track": np.array(track, dtype=np.int64), "category": np.array(category, dtype=np.int64),
+            "visible": np.array(visible, dtype=bool),
             "correct": np.array(correct, dtype=bool)}
 
 

@@ -1,7 +1,7 @@
 """The toy CLIP's zero-shot accuracy (the JSON `clipvis pretrain-clip` writes beside its checkpoint), for the report.
 
 Read from runs/{scale}/clip/*.json; ours only (the paper uses released CLIP weights). Shown in index.html
-and listed flat in summary.json ("clip/{name} zero-shot {crops|whole images} {group}", top-1 x 100).
+and listed flat in summary.json ("clip/{name} zero-shot {object masks|whole images} {group}", top-1 x 100).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from clipvis import layout
 from clipvis.files import read_json
 from clipvis.reports.paper_numbers import Scale
 
-VIEWS = {"zero_shot_top1": "crops", "zero_shot_top1_whole_image": "whole images"}
+VIEWS = {"zero_shot_top1": "object masks", "zero_shot_top1_whole_image": "whole images"}
 GROUPS = ("overall", "base", "novel")
 NO_GROUP = '<td class="cell undefined"><span class="ours">none</span></td>'  # no held-out image of the group
 
@@ -36,7 +36,7 @@ def clip_values(reports: dict[str, dict]) -> dict[str, float]:
 
 
 def render_clip_table(reports: dict[str, dict]) -> str:
-    """An HTML table: one row per CLIP and view (crops, whole images), top-1 overall / base / novel."""
+    """An HTML table: one row per CLIP and view (object masks, whole images), top-1 overall / base / novel."""
     head = "".join(f"<th>{group}</th>" for group in GROUPS)
     rows = []
     for name, report in reports.items():
@@ -48,6 +48,6 @@ def render_clip_table(reports: dict[str, dict]) -> str:
             rows.append(f"<tr><td><code>{html.escape(name)}</code> ({html.escape(str(report.get('model')))})</td>"
                         f"<td>{view}</td>{cells}<td>{report.get('train_seconds')}</td></tr>")
     return (f'<table class="results"><caption>Zero-shot top-1 (%) of the pretrained toy CLIP over the whole '
-            f'vocabulary, on crops around the held-out objects and on the held-out images whole (ours)</caption>'
+            f'vocabulary on the held-out images, pooling the object\'s mask and pooling the whole image (ours)</caption>'
             f'<thead><tr><th>CLIP</th><th>view</th>{head}<th>training s</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')

@@ -17,6 +17,7 @@ SWITCH_VARIANTS = ("adjacent", "default")  # slot switches shown: adjacent match
 # column title -> where its number lies in the report of one benchmark
 COLUMNS = {
     "visible to the CLIP grid %": ("clip_grid", "share"),
+    "tracks visible to the CLIP grid %": ("clip_grid", "tracks_share"),
     "GT-mask top-1 % overall": ("gt_mask_classification", "overall"),
     "GT-mask top-1 % base": ("gt_mask_classification", "base"),
     "GT-mask top-1 % novel": ("gt_mask_classification", "novel"),

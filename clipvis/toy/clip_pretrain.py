@@ -1,20 +1,23 @@
-"""Contrastive pretraining of the toy CLIP on the toy image–caption pairs, and its zero-shot accuracy.
+"""Pretraining of the toy CLIP on the toy image–caption pairs, and its zero-shot accuracy.
 
     checkpoint = pretrain_clip(cfg)          # cfg.clip_pretrain.out (+ .json with accuracy and time)
     clip = FrozenCLIP(cfg.clip.model, pretrained=str(checkpoint))
 
-The model is the open_clip model `cfg.clip.model` with random initial weights, trained with the
-symmetric InfoNCE loss on the "train" pairs of every category (as real CLIP saw the web). Each draw of
-an image is either the whole image with its caption or, with probability `crop_probability`, a crop
-around one of its objects with a class prompt of that object: the pipeline classifies objects, not
-scenes, and a toy shape squeezed into a whole 64-pixel image is too small to learn. Views that show
-the same categories count as matches of each other's texts. The checkpoint is the model's state_dict,
-which open_clip (and so FrozenCLIP) loads like real weights. Zero-shot accuracy is measured over the
-whole vocabulary (base and novel) on crops around the objects of the "heldout" single-object images,
-and on those images whole.
+The model is the open_clip model `cfg.clip.model` with random initial weights, trained on the "train"
+pairs of every category (as real CLIP saw the web) with two losses, both through the path the
+segmenter uses to classify (the stride-32 dense map, then the pooling head restricted to a region,
+`pool_regions`), on whole images at their own size:
+- caption loss: the symmetric InfoNCE loss between whole images (the pooling head over every position)
+  and their captions; images that show the same categories count as matches of each other's texts;
+- region loss: each object's region, pooled as inference pools a ground-truth mask, is classified
+  against a class prompt of every category (cross-entropy), as in region-text pretraining.
+Without the region loss the dense map is never trained for what inference asks of it: a CLIP trained
+on whole images (or object crops) alone classified under a fifth of the objects right by mask pooling.
+The checkpoint is the model's state_dict, which open_clip (and so FrozenCLIP) loads like real weights.
+Zero-shot accuracy is measured over the whole vocabulary (base and novel) on the "heldout"
+single-object images: by pooling the ground-truth mask, and by pooling the whole image.
 
-Runs are repeatable for a given seed and thread count. On a CPU shared with other work, one thread
-(OMP_NUM_THREADS=1) can be several times faster than two: the tiny model runs many tiny operations.
+Runs are repeatable for a given seed and thread count.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ from typing import Callable
 
 import numpy as np
 import open_clip
+import pycocotools.mask as mask_api
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from clipvis.config import Config, save_config
@@ -42,7 +45,7 @@ from clipvis.data.registry import get_benchmark, resolve_root
 from clipvis.data.vocabularies import categories, novel_ids
 from clipvis.errors import InputError
 from clipvis.files import atomic_path, read_json, write_json
-from clipvis.model.clip_encoder import FrozenCLIP
+from clipvis.model.clip_encoder import FrozenCLIP, binarise_masks, cover_logits, pool_regions, trunk_family, trunk_features
 from clipvis.model.text_classifier import TEMPLATES, class_text_embeddings, classification_logits
 from clipvis.tracking import stage_run
 
@@ -52,21 +55,19 @@ CAPTIONS = "toy_captions"
 SPLIT_BENCHMARK = "toy_lvvis"  # a toy benchmark with the base/novel split (all toy sets share the vocabulary)
 WARMUP_FRACTION = 0.05
 MAX_LOGIT_SCALE = math.log(100.0)
-EVAL_BATCH = 256
+EVAL_BATCH = 64
 TEXT_VARIANT_PROBABILITY = 0.5  # how often a single-category image is paired with a class prompt, not its caption
-CROP_CONTEXT = (1.1, 1.8)  # a training crop's side over its object's longer side, drawn uniformly
-CROP_SHIFT = 0.1  # a training crop's centre moves up to this fraction of its side off the object's centre
-HELDOUT_CONTEXT = 1.4  # the evaluation crops: centred, the middle of the training range
+STRIDE = 32  # images are zero-padded (after normalisation) to a multiple of the trunk's stride, as inference pads
 
 
 @dataclass
 class CaptionPairs:
-    """Images with their captions and the categories they show."""
+    """Images with their captions, the categories they show and where."""
 
     images: torch.Tensor  # (N, 3, H, W) uint8 RGB
     captions: list[str]
     category_ids: list[list[int]]
-    boxes: list[list[list[float]]]  # per image, per category id: where it shows, [x, y, w, h] in pixels
+    masks: list[torch.Tensor]  # per image (len(category_ids), H, W) bool: each category's visible pixels
 
 
 def load_caption_pairs(root: str | Path, split: str) -> CaptionPairs:
@@ -78,7 +79,7 @@ def load_caption_pairs(root: str | Path, split: str) -> CaptionPairs:
     items = read_json(path).get("items")
     if not isinstance(items, list):
         raise InputError(path, "items", "expected a list of image-caption items")
-    images, captions, category_ids, boxes = [], [], [], []
+    images, captions, category_ids, masks = [], [], [], []
     for index, item in enumerate(items):
         try:
             if item["split"] != split:
@@ -88,37 +89,48 @@ def load_caption_pairs(root: str | Path, split: str) -> CaptionPairs:
             category_ids.append([int(i) for i in item["category_ids"]])
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(path, f"items[{index}]", f"bad item ({e!r})") from None
-        boxes.append(read_boxes(item, len(category_ids[-1]), path, f"items[{index}].boxes"))
         try:
             with Image.open(image_path) as image:
                 images.append(torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1))
         except OSError as e:
             raise InputError(image_path, "", f"cannot read image ({e})") from None
+        masks.append(read_masks(item, len(category_ids[-1]), tuple(images[-1].shape[-2:]), path,
+                                f"items[{index}].segmentations"))
     if not images:
         raise InputError(path, "items", f"no items with split {split!r}")
     if len({tuple(image.shape) for image in images}) > 1:
         raise InputError(path, "items", "the images differ in size; the toy caption images all have one size")
-    return CaptionPairs(torch.stack(images), captions, category_ids, boxes)
+    return CaptionPairs(torch.stack(images), captions, category_ids, masks)
 
 
-def read_boxes(item: dict, count: int, path: Path, field: str) -> list[list[float]]:
-    """An item's `count` boxes, each [x, y, w, h] with w, h > 0."""
-    if "boxes" not in item:
+def read_masks(item: dict, count: int, size: tuple[int, int], path: Path, field: str) -> torch.Tensor:
+    """An item's `count` masks (count, H, W) bool from compressed RLEs of the image's `size`, none empty."""
+    if "segmentations" not in item:
         raise InputError(path, field,
-                         "missing; this toy world predates object boxes: run `clipvis data --benchmark toy`")
-    boxes = item["boxes"]
-    if not isinstance(boxes, list) or len(boxes) != count:
-        raise InputError(path, field, f"expected a list of {count} boxes, one per category id")
-    for box in boxes:
-        if (not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box)
-                or box[2] <= 0 or box[3] <= 0):
-            raise InputError(path, field, f"bad box {box!r}: expected [x, y, w, h] with w, h > 0")
-    return [[float(v) for v in box] for box in boxes]
+                         "missing; this toy world predates object masks: run `clipvis data --benchmark toy`")
+    rles = item["segmentations"]
+    if not isinstance(rles, list) or len(rles) != count:
+        raise InputError(path, field, f"expected a list of {count} masks, one per category id")
+    masks = []
+    for k, rle in enumerate(rles):
+        try:
+            if tuple(rle["size"]) != size:
+                raise ValueError(f"size {rle['size']} is not the image's {list(size)}")
+            mask = mask_api.decode({"size": list(size), "counts": rle["counts"].encode("ascii")})
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(path, f"{field}[{k}]", f"bad mask ({e})") from None
+        if not mask.any():
+            raise InputError(path, f"{field}[{k}]", "empty mask")
+        masks.append(torch.from_numpy(mask.astype(bool)))
+    return torch.stack(masks)
 
 
 def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) uint8 -> float, minus `mean`, over `std` (both (3, 1, 1), 0-255 scale)."""
-    return (images.float() - mean) / std
+    """(B, 3, H, W) uint8 -> float, minus `mean`, over `std` (both (3, 1, 1), 0-255 scale), then zero-padded
+    at the bottom and right to a multiple of STRIDE."""
+    height, width = images.shape[-2:]
+    pad = (0, -width % STRIDE, 0, -height % STRIDE)
+    return F.pad((images.float() - mean) / std, pad)
 
 
 def preprocess_cfg_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,60 +140,44 @@ def preprocess_cfg_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor(preprocess["std"]).view(3, 1, 1) * 255)
 
 
-def image_size(model: nn.Module) -> int:
-    """The square input size of the model's image tower (its attention pool is built for it).
-
-    open_clip gives an int for its own towers and an (H, W) pair for timm towers.
-    """
-    size = model.visual.preprocess_cfg["size"]
-    return int(size if isinstance(size, int) else size[0])
-
-
-def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 3, H, W) uint8 -> (B, 3, size, size) uint8: the whole image, squeezed to a square."""
-    return v2.functional.resize(images, [size, size], antialias=True)
+def region_masks(masks: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Ground-truth masks as inference sees them: per image (Q_i, H, W) bool, H and W multiples of 4 ->
+    (B, max Q_i, h, w) bool on the dense map of `size` (cell cover at stride 4, resized, logit > 0, as
+    `FrozenCLIP.pool_masks` binarises predicted masks); images with fewer masks are padded with empty ones."""
+    most = max(len(m) for m in masks)
+    logits = torch.full((len(masks), most, *cover_logits(masks[0]).shape[-2:]), -1.0)
+    for i, m in enumerate(masks):
+        logits[i, :len(m)] = cover_logits(m)
+    return binarise_masks(logits, size)
 
 
-def object_crop(image: torch.Tensor, box: list[float], context: float, shift: tuple[float, float],
-                size: int) -> torch.Tensor:
-    """(3, H, W) uint8 -> (3, size, size) uint8: the square around `box` ([x, y, w, h]).
-
-    Its side is `context` times the box's longer side; its centre is the box's, moved by `shift`
-    (dx, dy) times the side. Pixels outside the image are zero.
-    """
-    x, y, w, h = box
-    side = context * max(w, h)
-    left = round(x + w / 2 + shift[0] * side - side / 2)
-    top = round(y + h / 2 + shift[1] * side - side / 2)
-    extent = max(1, round(side))
-    return v2.functional.resized_crop(image, top, left, extent, extent, [size, size], antialias=True)
-
-
-def heldout_crops(pairs: CaptionPairs, size: int) -> torch.Tensor:
-    """(N, 3, size, size) uint8: each image's first object, centred, HELDOUT_CONTEXT times its size."""
-    return torch.stack([object_crop(image, boxes[0], HELDOUT_CONTEXT, (0.0, 0.0), size)
-                        for image, boxes in zip(pairs.images, pairs.boxes)])
+def padded_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(Q, H, W) -> (Q, height, width), zero-padded at the bottom and right."""
+    return F.pad(masks, (0, width - masks.shape[-1], 0, height - masks.shape[-2]))
 
 
 @torch.no_grad()
-def zero_shot_accuracy(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Tensor,
+def zero_shot_accuracy(clip: FrozenCLIP, images: torch.Tensor, masks: list[torch.Tensor], labels: torch.Tensor,
                        class_names: list[str]) -> float:
-    """Top-1 accuracy of CLIP's zero-shot classification over all of `class_names`.
+    """Top-1 accuracy of CLIP's zero-shot classification of mask regions over all of `class_names`.
 
-    images: (N >= 1, 3, H, W) uint8, each resized whole to the CLIP input size and encoded by the full
-    image tower (with its pooling head); labels: (N,) class indices. Classes are scored with the
-    14-template text embeddings (`class_text_embeddings`) and `classification_logits`.
+    images: (N >= 1, 3, H, W) uint8; masks: per image (1, H, W) bool, the region to classify, pooled
+    from the dense map as inference pools a mask (`FrozenCLIP.pool_masks`); labels: (N,) class indices.
+    Classes are scored with the 14-template text embeddings (`class_text_embeddings`) and
+    `classification_logits`; a mask that vanishes at the CLIP stride counts as wrong.
     """
     text = class_text_embeddings(clip, class_names)
-    size = image_size(clip.clip)
-    predictions = []
+    device = clip.pixel_mean.device
+    correct = []
     for start in range(0, len(images), EVAL_BATCH):
-        batch = normalise(resize_square(images[start:start + EVAL_BATCH], size), clip.pixel_mean, clip.pixel_std)
-        visual = clip.clip.encode_image(batch.to(clip.pixel_mean.device))  # (B, D)
-        logits = classification_logits(visual, text.embeddings, text.synonym_class, text.num_classes,
+        batch = normalise(images[start:start + EVAL_BATCH].to(device), clip.pixel_mean, clip.pixel_std)
+        dense = clip.features(batch)["clip_dense"]  # (B, C, h, w)
+        chosen = [padded_masks(m, *batch.shape[-2:]) for m in masks[start:start + EVAL_BATCH]]
+        embeddings, valid = pool_regions(clip.clip.visual, clip.family, dense, region_masks(chosen, dense.shape[-2:]))
+        logits = classification_logits(embeddings[:, 0], text.embeddings, text.synonym_class, text.num_classes,
                                        clip.logit_scale)
-        predictions.append(logits.argmax(-1).cpu())
-    return float((torch.cat(predictions) == labels).float().mean())
+        correct.append((logits.argmax(-1).cpu() == labels[start:start + EVAL_BATCH]) & valid[:, 0].cpu())
+    return float(torch.cat(correct).float().mean())
 
 
 def create_clip(model_name: str) -> nn.Module:
@@ -191,53 +187,36 @@ def create_clip(model_name: str) -> nn.Module:
     return open_clip.create_model(model_name)
 
 
-class ViewSampler:
-    """Training views of caption images: whole with a caption, or an object crop with a class prompt."""
+def random_flips(image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, H, W) image and its (Q, H, W) masks, each mirrored left-right and upside down with probability 1/2.
 
-    def __init__(self, pairs: CaptionPairs, names_by_id: dict[int, str], crop_probability: float, size: int):
-        self.pairs, self.names_by_id, self.crop_probability, self.size = pairs, names_by_id, crop_probability, size
-        self.wholes = resize_square(pairs.images, size)  # (N, 3, size, size), resized once
-        self.texts = image_texts(pairs, names_by_id)
-
-    def draw(self, index: int) -> tuple[torch.Tensor, str, list[int]]:
-        """A random view of image `index`: (3, size, size) uint8, its text, the category ids it shows.
-
-        Crops: a random one of the image's categories, CROP_CONTEXT and CROP_SHIFT drawn uniformly,
-        paired with a random class prompt. Both kinds are then flipped and turned (`flip_and_turn`).
-        """
-        if self.crop_probability > 0 and float(torch.rand(())) < self.crop_probability:
-            pick = int(torch.randint(len(self.pairs.category_ids[index]), ()))
-            context = float(torch.empty(()).uniform_(*CROP_CONTEXT))
-            shift = ((torch.rand(2) * 2 - 1) * CROP_SHIFT).tolist()
-            view = object_crop(self.pairs.images[index], self.pairs.boxes[index][pick], context, shift, self.size)
-            category = self.pairs.category_ids[index][pick]
-            template = TEMPLATES[int(torch.randint(len(TEMPLATES), ()))]
-            return flip_and_turn(view), template.format(self.names_by_id[category]), [category]
-        return flip_and_turn(self.wholes[index]), draw_text(self.texts[index]), self.pairs.category_ids[index]
+    Nothing else: the pixels and their colours (part of every class) stay as they are."""
+    for dim in (-1, -2):
+        if float(torch.rand(())) < 0.5:
+            image, masks = image.flip(dim), masks.flip(dim)
+    return image, masks
 
 
 def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str], epochs: int, batch_size: int,
-               lr: float, weight_decay: float, crop_probability: float,
+               lr: float, weight_decay: float,
                log_epoch: Callable[[dict[str, float], int], None] | None = None) -> tuple[nn.Module, list[float]]:
-    """A new open_clip `model_name` trained with the symmetric InfoNCE loss; returns it (in eval mode)
-    and the loss of every step.
+    """A new open_clip `model_name` trained with the caption and region losses (module docstring); returns it
+    (in eval mode) and the loss of every step.
 
-    Each image is drawn once per epoch as one view (`ViewSampler`): with probability `crop_probability`
-    an object crop and a class prompt, otherwise the whole image and its caption or (with probability
-    TEXT_VARIANT_PROBABILITY, single-category images) a class prompt. Within a batch, views that show
-    the same categories count as matches of each other's texts (`contrastive_loss`). Whole images keep
-    every pixel (flips and quarter turns only): a caption names all their objects. No colour changes,
-    since colour is part of every class.
-
-    AdamW (no weight decay on biases, norms and the temperature), linear warm-up then cosine decay.
-    Initial weights, batches and views come from torch's global random generator: seed it for a
-    repeatable run. `log_epoch(metrics, epoch)` receives the epoch's mean loss, the learning rate and
-    the temperature.
+    Each step takes `batch_size` whole images (flipped at random, `random_flips`), their captions or (with
+    probability TEXT_VARIANT_PROBABILITY, single-category images) a class prompt, and one class prompt of
+    every category in a random template for the regions. AdamW (no weight decay on biases, norms and the
+    temperature), linear warm-up then cosine decay. Initial weights, batches and flips come from torch's
+    global random generator: seed it for a repeatable run. `log_epoch(metrics, epoch)` receives the
+    epoch's mean losses, the learning rate and the temperature.
     """
     model = create_clip(model_name)
+    family = trunk_family(model, model_name)
     tokenizer = open_clip.get_tokenizer(model_name)
     mean, std = preprocess_cfg_stats(model)
-    sampler = ViewSampler(pairs, names_by_id, crop_probability, image_size(model))
+    texts = image_texts(pairs, names_by_id)
+    category_ids = sorted(names_by_id)
+    label_of = {category_id: index for index, category_id in enumerate(category_ids)}
     steps_per_epoch = len(pairs.images) // batch_size
     if steps_per_epoch == 0:
         raise InputError("clip_pretrain.batch_size", "", f"larger than the {len(pairs.images)} training pairs")
@@ -245,15 +224,29 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
     optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps))
     model.train()
-    losses = []
+    losses, parts = [], {"caption": [], "region": []}
     progress = tqdm(total=total_steps, desc="pretrain CLIP", unit="step")
     for epoch in range(epochs):
         order = torch.randperm(len(pairs.images))
         for step in range(steps_per_epoch):
             batch = order[step * batch_size:(step + 1) * batch_size].tolist()
-            views, texts, shown = zip(*(sampler.draw(i) for i in batch))
-            image_features, text_features, scale = model(normalise(torch.stack(views), mean, std), tokenizer(texts))
-            loss = contrastive_loss(image_features, text_features, scale, content_groups(shown))
+            images, masks = zip(*(random_flips(pairs.images[i], pairs.masks[i]) for i in batch))
+            inputs = normalise(torch.stack(images), mean, std)
+            dense = trunk_features(model.visual, family, inputs)["clip_dense"]  # (B, C, h, w)
+            chosen = [padded_masks(m, *inputs.shape[-2:]) for m in masks]
+            regions, valid = pool_regions(model.visual, family, dense, region_masks(chosen, dense.shape[-2:]))
+            wholes, _ = pool_regions(model.visual, family, dense, dense.new_ones(len(batch), 1, *dense.shape[-2:]).bool())
+            template = TEMPLATES[int(torch.randint(len(TEMPLATES), ()))]
+            prompts = [template.format(names_by_id[i]) for i in category_ids]
+            text = F.normalize(model.encode_text(tokenizer([draw_text(texts[i]) for i in batch] + prompts)), dim=-1)
+            scale = model.logit_scale.exp()
+            caption = contrastive_loss(F.normalize(wholes[:, 0], dim=-1), text[:len(batch)], scale,
+                                       content_groups([pairs.category_ids[i] for i in batch]))
+            labels = torch.tensor([[label_of[c] for c in pairs.category_ids[i]] + [-1] * (regions.shape[1] - len(pairs.category_ids[i]))
+                                   for i in batch])  # (B, Q), -1 where no region
+            keep = valid & (labels >= 0)
+            region = F.cross_entropy(scale * F.normalize(regions[keep], dim=-1) @ text[len(batch):].T, labels[keep])
+            loss = caption + region
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -261,22 +254,16 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
             with torch.no_grad():
                 model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
             losses.append(loss.item())
+            parts["caption"].append(caption.item())
+            parts["region"].append(region.item())
             progress.update()
-            progress.set_postfix(loss=f"{losses[-1]:.3f}")
+            progress.set_postfix(caption=f"{caption.item():.3f}", region=f"{region.item():.3f}")
         if log_epoch is not None:
-            log_epoch({"loss": float(np.mean(losses[-steps_per_epoch:])), "lr": scheduler.get_last_lr()[0],
-                       "logit_scale": model.logit_scale.exp().item()}, epoch + 1)
+            log_epoch({"loss": float(np.mean(losses[-steps_per_epoch:])),
+                       **{f"loss_{name}": float(np.mean(values[-steps_per_epoch:])) for name, values in parts.items()},
+                       "lr": scheduler.get_last_lr()[0], "logit_scale": model.logit_scale.exp().item()}, epoch + 1)
     progress.close()
     return model.eval(), losses
-
-
-def random_quarter_turn(image: torch.Tensor) -> torch.Tensor:
-    """(3, S, S) -> the same turned by a random multiple of 90 degrees (toy shapes lie at any angle)."""
-    return image.rot90(int(torch.randint(4, ())), dims=(-2, -1))
-
-
-# (3, S, S) -> the same, mirrored with probability 1/2, then turned: every pixel is kept
-flip_and_turn = v2.Compose([v2.RandomHorizontalFlip(), random_quarter_turn])
 
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,
@@ -339,7 +326,8 @@ def pretrain_clip(cfg: Config) -> Path:
     """Train the toy CLIP on the data root's caption pairs; write the checkpoint and its report.
 
     Writes `cfg.clip_pretrain.out`, a JSON beside it (same name, .json: zero-shot top-1 overall,
-    base and novel on held-out object crops and on the whole held-out images, training time) and the
+    base and novel on the held-out images, pooling their object's mask and pooling the whole image,
+    training time) and the
     resolved config (`<name>.config.yaml`). Returns the checkpoint path.
     """
     settings = cfg.clip_pretrain
@@ -362,17 +350,18 @@ def pretrain_clip(cfg: Config) -> Path:
     with stage_run(cfg, "pretrain_clip") as mlflow:
         start = time.perf_counter()
         model, losses = train_clip(cfg.clip.model, train_pairs, names_by_id, settings.epochs, settings.batch_size,
-                                   settings.lr, settings.weight_decay, settings.crop_probability,
-                                   log_epoch=mlflow.log_metrics)
+                                   settings.lr, settings.weight_decay, log_epoch=mlflow.log_metrics)
         train_seconds = time.perf_counter() - start
         save_checkpoint(model, out)
 
         clip = FrozenCLIP(cfg.clip.model, pretrained=str(out))
         groups = {"overall": torch.ones_like(is_novel), "base": ~is_novel, "novel": is_novel}
-        crops = heldout_crops(heldout, image_size(clip.clip))
-        top1, top1_whole = ({group: zero_shot_accuracy(clip, images[chosen], labels[chosen], class_names)
+        wholes = [torch.ones_like(m[:1]) for m in heldout.masks]
+        top1, top1_whole = ({group: zero_shot_accuracy(clip, heldout.images[chosen],
+                                                       [masks[i] for i in chosen.nonzero()[:, 0].tolist()],
+                                                       labels[chosen], class_names)
                              for group, chosen in groups.items() if chosen.any()}
-                            for images in (crops, heldout.images))
+                            for masks in (heldout.masks, wholes))
         report = {"model": cfg.clip.model, "checkpoint": out.name, "zero_shot_top1": top1,
                   "zero_shot_top1_whole_image": top1_whole, "train_seconds": round(train_seconds, 1),
                   "steps": len(losses), "final_loss": losses[-1], "train_pairs": len(train_pairs.captions),
@@ -382,6 +371,6 @@ def pretrain_clip(cfg: Config) -> Path:
                            | {f"zero_shot_top1_whole_image_{group}": value for group, value in top1_whole.items()}
                            | {"train_seconds": train_seconds})
         mlflow.log_artifact(str(out.with_suffix(".json")))
-    log.info("toy CLIP saved to %s: zero-shot top-1 on object crops %s, on whole images %s, in %.0f s", out,
+    log.info("toy CLIP saved to %s: zero-shot top-1 pooling object masks %s, on whole images %s, in %.0f s", out,
              json.dumps(top1), json.dumps(top1_whole), train_seconds)
     return out

@@ -8,15 +8,15 @@ Layout under `root/toy/`:
     toy_ytvis_train/annotations.json YTVIS 2019 videos, base categories only + JPEGImages/<video>/<frame>.jpg
     toy_lvvis/annotations.json       YTVIS videos, all categories (LV-VIS `partition`) + JPEGImages/...
     toy_ovis/annotations.json        YTVIS videos crowded with overlapping objects, all categories + JPEGImages/...
-    toy_captions/captions.json       {"items": [{id, file_name, caption, category_ids, boxes, split}]} + images/...
+    toy_captions/captions.json       {"items": [{id, file_name, caption, category_ids, segmentations, split}]} + images/...
     world.json                       the format version, config, counts and a content hash; written last
 
 Training sets keep the pixels of novel objects but drop their annotations (as LVIS without its rare
 categories does). toy_lvis_val has the scenes of toy_lvis_train, but every category is equally likely
 and every object is annotated: it gives image-level AP on base and novel categories. Every category
 list holds all categories, so ids are 1..N in every file. File names in annotations are relative to
-the images folder (`images/` or `JPEGImages/`). A caption item's `boxes` are the visible extents of its
-categories ([x, y, w, h], one per category id, in the same order), for cutting out object crops.
+the images folder (`images/` or `JPEGImages/`). A caption item's `segmentations` are the visible masks of its
+categories (compressed RLE, one per category id, in the same order): the toy CLIP learns to name them.
 Scene i of a dataset comes from its own seed (config seed, dataset name, i): see `dataset_scenes`.
 """
 
@@ -39,14 +39,14 @@ from clipvis.config import ToyWorldConfig
 from clipvis.toy.render import render_scene
 from clipvis.toy.samples import DEFAULT_SAMPLES_PATH, write_toy_samples
 from clipvis.toy.world import (BACKGROUND_KINDS, CONFIG_SOURCE, Category, Scene, SceneStyle, make_categories,
-                                    simulate_scene, stable_seed)
+                               simulate_scene, stable_seed)
 from clipvis.errors import InputError
 from clipvis.files import output_lock, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
-WORLD_FORMAT = 2  # bumped when the files change for the same config, so that older worlds are regenerated
+WORLD_FORMAT = 3  # bumped when the files change for the same config, so that older worlds are regenerated
 LVIS_TRAIN, LVIS_VAL, YTVIS_TRAIN, CAPTIONS = "toy_lvis_train", "toy_lvis_val", "toy_ytvis_train", "toy_captions"
 LVVIS, OVIS = "toy_lvvis", "toy_ovis"
 IMAGE_SETS = (LVIS_TRAIN, LVIS_VAL)
@@ -54,9 +54,9 @@ VIDEO_SETS = (YTVIS_TRAIN, LVVIS, OVIS)
 TRAINING_SETS = (LVIS_TRAIN, YTVIS_TRAIN)  # base annotations only, categories sampled by frequency
 FREQUENCY_WEIGHT = {"f": 3.0, "c": 1.0, "r": 1.0}  # how often an object is of a category, in training sets
 
-# Caption scenes: one large object (also the held-out crops) or a few smaller ones.
-SINGLE_OBJECT = SceneStyle(frames=(1, 1), objects=(1, 1), radius=(0.12, 0.42), speed=(0, 0))
-FEW_OBJECTS = SceneStyle(frames=(1, 1), objects=(2, 3), radius=(0.08, 0.25), speed=(0, 0), distinct_categories=True)
+# Caption scenes: one large object (also the held-out images) or a few smaller ones.
+SINGLE_OBJECT = SceneStyle(frames=(1, 1), objects=(1, 1), radius=(0.15, 0.4), speed=(0, 0))
+FEW_OBJECTS = SceneStyle(frames=(1, 1), objects=(2, 3), radius=(0.15, 0.28), speed=(0, 0), distinct_categories=True)
 BACKGROUND_WORDS = dict(zip(BACKGROUND_KINDS, ("noisy", "striped", "smooth")))
 
 
@@ -109,11 +109,11 @@ def dataset_scenes(cfg: ToyWorldConfig, categories: Sequence[Category], dataset:
 def _recipe(cfg: ToyWorldConfig, categories: Sequence[Category], dataset: str) -> tuple[int, SceneStyle, np.ndarray]:
     """(number of scenes, their style, category weights) of a dataset."""
     frames = (cfg.min_frames, cfg.max_frames)
-    videos = SceneStyle(frames=frames, objects=(2, max(2, cfg.max_objects)), radius=(0.06, 0.3),
+    videos = SceneStyle(frames=frames, objects=(2, max(2, cfg.max_objects)), radius=(0.15, 0.3),
                         speed=(0.01, 0.035), exits=1, crossing_probability=0.5)
-    crowded = SceneStyle(frames=frames, objects=(cfg.max_objects, 2 * cfg.max_objects), radius=(0.12, 0.3),
+    crowded = SceneStyle(frames=frames, objects=(cfg.max_objects, 2 * cfg.max_objects), radius=(0.15, 0.28),
                          speed=(0.005, 0.02), spread=0.5, exits=1, crossing_probability=1.0)
-    images = SceneStyle(frames=(1, 1), objects=(1, cfg.max_objects), radius=(0.06, 0.3), speed=(0, 0))
+    images = SceneStyle(frames=(1, 1), objects=(1, cfg.max_objects), radius=(0.15, 0.3), speed=(0, 0))
     recipes = {
         LVIS_TRAIN: (cfg.train_images, images),
         LVIS_VAL: (cfg.val_images, images),
@@ -171,12 +171,6 @@ def _encode(mask: np.ndarray) -> tuple[dict, list[float], float]:
     bbox, area = mask_api.toBbox(rle).tolist(), float(mask_api.area(rle))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle, bbox, area
-
-
-def _box(mask: np.ndarray) -> list[int]:
-    """(H, W) bool, not empty -> its extent [x, y, w, h] in whole pixels."""
-    rows, cols = np.nonzero(mask)
-    return [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)]
 
 
 def _save_jpeg(path: Path, image: np.ndarray) -> None:
@@ -246,7 +240,7 @@ def _write_ytvis(directory: Path, scenes: Iterator[Scene], total: int, categorie
 
 
 def _write_captions(directory: Path, cfg: ToyWorldConfig, categories: Sequence[Category]) -> dict:
-    """Image-caption pairs over all categories, then held-out single-object crops (each category in turn)."""
+    """Image-caption pairs over all categories, then held-out single-object images (each category in turn)."""
     plan = [("train", i) for i in range(cfg.caption_images)] + [("heldout", i) for i in range(cfg.heldout_captions)]
     items = []
     for item_id, (split, index) in enumerate(tqdm(plan, desc=CAPTIONS, unit="image"), start=1):
@@ -255,9 +249,9 @@ def _write_captions(directory: Path, cfg: ToyWorldConfig, categories: Sequence[C
         file_name = f"{item_id:06d}.jpg"
         _save_jpeg(directory / "images" / file_name, frame.image)
         caption, category_ids = _describe(scene, frame.visible, categories, rng, plain=split == "heldout")
-        boxes = [_box(frame.visible[[obj.category_id == i for obj in scene.objects]].any(0)) for i in category_ids]
+        masks = [_encode(frame.visible[[obj.category_id == i for obj in scene.objects]].any(0))[0] for i in category_ids]
         items.append({"id": item_id, "file_name": file_name, "caption": caption, "category_ids": category_ids,
-                      "boxes": boxes, "split": split})
+                      "segmentations": masks, "split": split})
     write_json(directory / "captions.json", {"info": _info(CAPTIONS), "items": items})
     return {"train": cfg.caption_images, "heldout": cfg.heldout_captions}
 

@@ -38,9 +38,9 @@ BACKGROUND_KINDS = ("noise", "stripes", "gradient")
 
 # Roles of objects in a scene.
 FREE, EXIT, LOOKALIKE = "free", "exit", "lookalike"
-# Objects that leave and come back are small and fast (fractions of the frame height), so that in a
+# Objects that leave and come back are smaller and fast (fractions of the frame height), so that in a
 # 12-frame video they can go out of view and return.
-EXIT_RADIUS = (0.07, 0.12)
+EXIT_RADIUS = (0.12, 0.18)
 EXIT_SPEED = (0.05, 0.08)
 
 

@@ -19,4 +19,5 @@ rule pretrain_clip:
     output: TOY_CLIP
     params: params=params_file(S["ablation_model"])
     log: log_file("pretrain_clip")
+    threads: 2  # nothing else can run beside it: every later stage needs the CLIP
     shell: "clipvis pretrain-clip --launcher local --params {params.params} --set data.root={ROOT} clip_pretrain.out={output} > {log} 2>&1"
