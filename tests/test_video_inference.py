@@ -20,7 +20,7 @@ from clipvis.video.inference import (AlignedFrames, SlotSwitches, SpilledFrames,
 from clipvis.video.query_matching import match_video
 
 TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.mask_dim=32", "model.num_queries=10",
-              "model.heads=4", "model.enc_layers=1", "model.dec_layers=3", "model.dec_ffn_dim=64",
+              "model.heads=4", "model.enc_layers=1", "model.enc_points=2", "model.dec_layers=3", "model.dec_ffn_dim=64",
               "model.enc_ffn_dim=64", "infer.min_size=48", "infer.frames_per_chunk=2", "infer.device=cpu"]
 CLASSES = ["cat", "dog", "red ball"]
 
@@ -30,7 +30,7 @@ def setup():
     """A tiny random model whose object head is scaled up, so that some frames have a tiny object
     probability (and get suppressed) while others do not."""
     cfg = load_config(None, TINY_MODEL + ["scoring.detections_per_video=30"])  # 10 slots x 3 classes: all
-    torch.manual_seed(5)  # with this seed and scale, 30% of the (track, frame) pairs are suppressed
+    torch.manual_seed(10)  # with this seed and scale, 24% of the (track, frame) pairs are suppressed
     model = CLIPVIS.from_config(cfg.model, cfg.clip).eval()
     with torch.no_grad():
         model.decoder.object_embed.layers[-1].weight.mul_(300.0)
@@ -141,9 +141,12 @@ def test_variants_count_slot_switches_of_their_own_matching(setup):
         return outputs
 
     model.forward = forward_with_random_embeddings
-    with torch.no_grad():  # shift the object logit so that about half of the slots show an object
-        margin = model(resized, with_aux=False)["pred_object_logits"].diff(dim=-1)
-        model.decoder.object_embed.layers[-1].bias[0] += margin.median()
+    with torch.no_grad():  # shift the object logit so that about half of the slots show an object, with
+        # the 0.5 threshold in the widest gap of the middle half (no slot sits on it, to float rounding)
+        margin = model(resized, with_aux=False)["pred_object_logits"].diff(dim=-1).flatten().sort().values
+        middle = margin[len(margin) // 4: 3 * len(margin) // 4]
+        widest = middle.diff().argmax()
+        model.decoder.object_embed.layers[-1].bias[0] += (middle[widest] + middle[widest + 1]) / 2
         outputs = model(resized, with_aux=False)
     variants = {"adjacent": load_config(None, TINY_MODEL + ["matching.strategy=adjacent"]), "topk": cfg}
     expected = {}
@@ -169,6 +172,9 @@ def test_category_ids_and_top_k(setup):
 
 def test_bf16_option_keeps_the_detections_close_to_float32(setup):
     cfg, model, text, frames = setup
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # undo the fixture's scaled-up object head, which magnifies any rounding 300 times
+        model.decoder.object_embed.layers[-1].weight.div_(300.0)
     bf16 = copy.deepcopy(cfg)
     bf16.infer.precision = "bf16"
     reference = segment_video(model, iter(frames), text, cfg)
