@@ -54,3 +54,17 @@ def test_compare_detections_keeps_same_category_overlapping_masks():
     assert result["kept"] == 1 and result["detections"] == 2
     assert abs(result["mean_iou"] - 0.6) < 1e-4 and abs(result["max_score_delta"] - 0.1) < 1e-6
     assert compare_detections(reference, reference)["kept"] == 2
+
+
+def test_speed_and_memory_benches_build_the_papers_network_not_the_toy_defaults():
+    from dataclasses import asdict
+
+    from clipvis.bench.inference import MEMORY_SCALES, PAPER_PARAMS, _config
+
+    paper = load_config(PAPER_PARAMS)
+    for overrides in (["clip.model=RN50"], ["clip.model=convnext_base_w_320"], MEMORY_SCALES["paper"][0]):
+        cfg = _config(overrides)
+        assert asdict(cfg.model) == asdict(paper.model)  # 256 wide, 100 queries, 6 + 9 layers, 4 points
+        assert cfg.infer.frames_per_chunk == paper.infer.frames_per_chunk and cfg.clip.pretrained is None
+    assert (paper.model.hidden_dim, paper.model.num_queries, paper.model.enc_points) == (256, 100, 4)
+    assert _config(MEMORY_SCALES["narrow"][0]).model.hidden_dim == 64
