@@ -63,6 +63,10 @@ def model_config(model):
 # asks for what its model's params file gives `clipvis train --launcher slurm` (the launch section), the
 # other GPU stages for what the workflow config gives them (`resources:` of the scale). The SLURM profile
 # only adds the cluster's defaults for the rest.
+# Trainings are the long jobs: each starts as soon as it can run, before inference and scoring.
+TRAINING_PRIORITY = 10
+
+
 def training_resources():
     """A train/finetune job's resources, from the launch section of the params file of the model it trains."""
     def launch(wildcards):
