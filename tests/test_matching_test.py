@@ -5,6 +5,7 @@ import argparse
 import json
 
 import numpy as np
+import pytest
 import pycocotools.mask as mask_api
 import torch
 
@@ -83,6 +84,35 @@ def test_identity_recovery_counts_frames_that_keep_every_seen_object_in_its_firs
     assert matching_test.IdentityRecovery().rate() is None
 
 
+def test_handovers_count_objects_passing_between_confident_queries_and_whether_embeddings_follow():
+    handovers = matching_test.QueryHandovers()
+    handovers.new_video()
+    a, b, c = torch.eye(3)
+    # frame 0: object 0 in query 0; frame 1: object 0 kept; frame 2: handed to query 1, whose embedding has
+    # become query 0's old one (followed); frame 3: handed back to query 0, but query 1 stays most like itself.
+    embeddings = torch.stack([torch.stack([a, b, c]), torch.stack([a, b, c]), torch.stack([b, a, c]),
+                              torch.stack([a + b, a, c])])
+    owners = torch.tensor([[0, -1, -1], [0, -1, -1], [-1, 0, -1], [0, -1, -1]])
+    handovers.add(embeddings, owners, torch.ones(4, 3))
+    summary = handovers.summary()
+    assert (summary["pairs"], summary["handovers"], summary["followed_rate"]) == (3, 2, 0.5)
+    assert summary["cosine_kept"] == 1.0 and summary["cosine_handover_new_owner"] == pytest.approx((1 + 0.5 ** 0.5) / 2)
+    assert summary["cosine_handover_old_query"] == 0.5  # query 0: a -> b (0), then query 1: a -> a (1)
+    handovers.new_video()  # a new video does not pair with the last frame of the previous one
+    handovers.add(embeddings[:1], torch.tensor([[-1, 0, -1]]), torch.ones(1, 3))
+    assert handovers.summary()["pairs"] == 3
+
+
+def test_handovers_ignore_queries_not_confident_of_an_object():
+    handovers = matching_test.QueryHandovers()
+    handovers.new_video()
+    owners = torch.tensor([[0, -1], [-1, 0]])
+    handovers.add(torch.randn(2, 2, 4), owners, torch.tensor([[0.9, 0.9], [0.9, 0.4]]))
+    assert handovers.summary() == {"pairs": 0, "handovers": 0, "handover_rate": None, "followed_rate": None,
+                                   "cosine_kept": None, "cosine_handover_new_owner": None,
+                                   "cosine_handover_old_query": None}
+
+
 def rle(mask):
     encoded = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
     encoded["counts"] = encoded["counts"].decode("ascii")
@@ -122,3 +152,4 @@ def test_command_writes_a_row_per_variant_and_noise_level_after_the_network_orde
     for row in report["rows"]:
         assert set(row) == {"variant", "noise", "identity_recovery", "frames", "AP", "APb", "APn"}
         assert 0 <= row["AP"] <= 1
+    assert set(report["handovers"]) >= {"pairs", "handovers", "handover_rate", "followed_rate"}

@@ -228,7 +228,9 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
         "benchmark": "toy_ovis", "noise_levels": [0.0, 1.0], "rows": [
             {"variant": "network order", "noise": 0.0, "identity_recovery": 0.8, "AP": 0.3},
             {"variant": "adjacent", "noise": 0.0, "identity_recovery": 0.9876, "AP": 0.35},
-            {"variant": "adjacent", "noise": 1.0, "identity_recovery": None, "AP": 0.2}]}).encode())
+            {"variant": "adjacent", "noise": 1.0, "identity_recovery": None, "AP": 0.2}],
+        "handovers": {"pairs": 700, "handovers": 7, "handover_rate": 0.01, "followed_rate": 0.0, "cosine_kept": 0.99,
+                      "cosine_handover_new_owner": 0.65, "cosine_handover_old_query": 0.98}}).encode())
     samples = tmp_path / "samples.png"
     Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (64, 1, 3))).save(samples)
 
@@ -263,6 +265,8 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     assert summary["matching_test/default/toy_ovis/adjacent noise 0 identity %"] == 98.76
     assert summary["matching_test/default/toy_ovis/adjacent noise 1 AP"] == 20.0
     assert "| `network order` | 80.0 | 30.0 |  |  |" in (reports / "tables" / "matching_test.md").read_text()
+    assert "7 of 700 adjacent-frame pairs" in page and "cosine 0.65 with the new owner" in page
+    assert summary["matching_test/default/toy_ovis/handovers handover %"] == 1.0
 
     if not Path(CHROMIUM).exists():
         if os.geteuid() != 0 or not shutil.which("apt-get"):

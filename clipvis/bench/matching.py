@@ -14,6 +14,10 @@ sees the same shuffles and noise. Each is scored on
 
 The first row is the network's own query order (no shuffle, no noise, no matching): how well its
 queries keep their objects by themselves.
+
+Beside the rows, `handovers` says what matching has to work with (`QueryHandovers`): how often an object
+held by a confident query passes to another query from one frame to the next in the network's own order,
+and whether the query embeddings follow it there or stay with the query.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
@@ -31,6 +36,7 @@ from clipvis.errors import InputError
 from clipvis.files import write_json
 from clipvis.layout import MATCHING_TEST_FILE
 from clipvis.tracking import stage_run
+from clipvis.video.inference import OBJECT_SHOWN
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,7 @@ def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Pa
                                                 for name, variant in variants.items()]
     records: list[list[dict]] = [[] for _ in conditions]
     identities = [IdentityRecovery() for _ in conditions]
+    handovers = QueryHandovers()
     tracks: dict[int, list[dict]] = {}
     for annotation in gt["annotations"]:
         tracks.setdefault(annotation["video_id"], []).append(annotation)
@@ -91,6 +98,7 @@ def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Pa
                     for name, variant, noise in conditions]
         for identity in identities:
             identity.new_video()
+        handovers.new_video()
         streams: list = [None] * len(conditions)
         frames = image_file_frames([image_root / name for name in video["file_names"]], video["height"],
                                    video["width"], listed_in=annotation_path)
@@ -100,6 +108,7 @@ def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Pa
                 network = inference.network_chunk(model, chunk, text, cfg)
                 owners = query_owners(network, tracks.get(video["id"], []), range(start, start + len(chunk)))
                 start += len(chunk)
+                handovers.add(network.embeddings, owners, network.object_logits.float().softmax(-1)[..., 0])
                 for i, (_, variant, _) in enumerate(conditions):
                     aligned = inference.align_chunk(network, matchers[i])
                     if streams[i] is None:
@@ -119,7 +128,66 @@ def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Pa
         metrics = evaluate_videos(gt, found, flavour=benchmark.scorer).metrics
         rows.append({"variant": name, "noise": noise, "identity_recovery": identity.rate(), "frames": identity.frames,
                      **{key: metrics[key] for key in METRICS}})
-    return {"benchmark": benchmark_name, "noise_levels": list(noise_levels), "rows": rows}
+    return {"benchmark": benchmark_name, "noise_levels": list(noise_levels), "rows": rows,
+            "handovers": handovers.summary()}
+
+
+class QueryHandovers:
+    """Whether the network's queries keep their objects from frame to frame, and whether their embeddings follow.
+
+    Call `new_video` before each video, then `add` chunk by chunk. A pair is a ground-truth object owned
+    (`query_owners`) by a confident query (object probability >= OBJECT_SHOWN, as slot switches count) in
+    two adjacent frames; it is kept when the query is the same, a handover otherwise. Cosines of the query
+    embeddings: for kept pairs, the query's with itself in the next frame; for handovers, the old owner's with
+    the new owner and with the old query in the next frame. A handover is followed when, of the next frame's
+    queries, the new owner is the most like the old owner: what adjacent matching needs to move a slot.
+    """
+
+    def __init__(self):
+        self.kept: list[float] = []
+        self.to_new_owner: list[float] = []
+        self.to_old_query: list[float] = []
+        self.followed = 0
+        self._previous: tuple[dict[int, int], torch.Tensor] | None = None
+
+    def new_video(self) -> None:
+        self._previous = None
+
+    def add(self, embeddings: torch.Tensor, owners: torch.Tensor, object_probs: torch.Tensor) -> None:
+        """embeddings (B, Q, D), owners (B, Q) object index or -1, object_probs (B, Q)."""
+        for frame, owner, probs in zip(F.normalize(embeddings.float().cpu(), dim=-1), owners.tolist(),
+                                       object_probs.tolist()):
+            held = {g: q for q, g in enumerate(owner) if g >= 0 and probs[q] >= OBJECT_SHOWN}
+            if self._previous is not None:
+                previous_held, previous = self._previous
+                similarity = previous @ frame.T  # (Q, Q): query i of the previous frame, query j of this one
+                for g in held.keys() & previous_held.keys():
+                    old, new = previous_held[g], held[g]
+                    if old == new:
+                        self.kept.append(float(similarity[old, old]))
+                        continue
+                    self.to_new_owner.append(float(similarity[old, new]))
+                    self.to_old_query.append(float(similarity[old, old]))
+                    self.followed += int(similarity[old].argmax()) == new
+            self._previous = held, frame
+
+    def summary(self) -> dict:
+        """{"pairs", "handovers", "handover_rate", "followed_rate", "cosine_kept", "cosine_handover_new_owner",
+        "cosine_handover_old_query"}: rates and mean cosines are None without pairs (handovers) to average."""
+        handovers = len(self.to_new_owner)
+        pairs = handovers + len(self.kept)
+        return {"pairs": pairs, "handovers": handovers, "handover_rate": _ratio(handovers, pairs),
+                "followed_rate": _ratio(self.followed, handovers), "cosine_kept": _mean(self.kept),
+                "cosine_handover_new_owner": _mean(self.to_new_owner),
+                "cosine_handover_old_query": _mean(self.to_old_query)}
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 class NetworkOrder:

@@ -4,7 +4,10 @@ Read from runs/{scale}/{model}/matching_test/{benchmark}/matching_test.json. One
 (a test-time variant), two columns per noise level: identity recovery (% of frames whose track slots keep
 every object where it was first seen) and video AP x 100. Rendered as HTML (index.html) and Markdown
 (tables/matching_test.md), and listed flat in summary.json
-("matching_test/{model}/{benchmark}/{variant} noise {level} {identity %|AP}").
+("matching_test/{model}/{benchmark}/{variant} noise {level} {identity %|AP}"). Under the table, one sentence
+says how often the network's confident queries hand an object to another query between adjacent frames and
+whether the embeddings follow it (the report's `handovers`, when it has them), listed in summary.json as
+"matching_test/{model}/{benchmark}/handovers {handover %|followed %}".
 """
 
 from __future__ import annotations
@@ -38,7 +41,28 @@ def matching_values(tests: dict[tuple[str, str], dict]) -> dict[str, float]:
             for name, number in (("identity %", row["identity_recovery"]), ("AP", row["AP"])):
                 if number is not None:
                     values[f"{key} {name}"] = round(100 * number, 3)
+        handovers = report.get("handovers", {})
+        for name, field in (("handover %", "handover_rate"), ("followed %", "followed_rate")):
+            if handovers.get(field) is not None:
+                values[f"matching_test/{model}/{benchmark}/handovers {name}"] = round(100 * handovers[field], 3)
     return values
+
+
+def handover_sentence(report: dict) -> str:
+    """What matching has to work with, in words ("" when the report has no handovers or no pairs)."""
+    found = report.get("handovers")
+    if not found or not found["pairs"]:
+        return ""
+    sentence = (f"In the network's own query order, {found['handovers']} of {found['pairs']} adjacent-frame pairs "
+                f"of an object held by a confident query (object probability >= 0.5) were handovers to another "
+                f"query ({100 * found['handover_rate']:.1f} %); a kept object's query embedding has cosine "
+                f"{found['cosine_kept']:.2f} with itself in the next frame.")
+    if found["handovers"]:
+        sentence += (f" At a handover the old owner's embedding has cosine {found['cosine_handover_new_owner']:.2f} "
+                     f"with the new owner's and {found['cosine_handover_old_query']:.2f} with its own in the next "
+                     f"frame: the new owner is its most similar query in {100 * found['followed_rate']:.0f} % of "
+                     "handovers, so matching can move a slot only that often.")
+    return sentence
 
 
 def table_grid(report: dict) -> tuple[list[float], list[tuple[str, dict[float, dict]]]]:
@@ -64,8 +88,10 @@ def render_matching_html(model: str, benchmark: str, report: dict) -> str:
                         for level in levels for key in ("identity_recovery", "AP"))
         rows.append(f"<tr><td><code>{html.escape(variant)}</code></td>{cells}</tr>")
     caption = html.escape(CAPTION.format(benchmark=benchmark) + f" Model: {model}.")
+    handovers = handover_sentence(report)
     return (f'<table class="results" id="matching_test"><caption>{caption}</caption><thead><tr><th></th>{top}</tr>'
-            f'<tr><th>matching</th>{sub}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+            f'<tr><th>matching</th>{sub}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            + (f"<p>{html.escape(handovers)}</p>" if handovers else ""))
 
 
 def render_matching_markdown(model: str, benchmark: str, report: dict) -> str:
@@ -77,4 +103,5 @@ def render_matching_markdown(model: str, benchmark: str, report: dict) -> str:
         cells = [_number(by_level[level][key]) if level in by_level else ""
                  for level in levels for key in ("identity_recovery", "AP")]
         lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", CAPTION.format(benchmark=benchmark), ""])
+    handovers = handover_sentence(report)
+    return "\n".join(lines + ["", CAPTION.format(benchmark=benchmark), *(["", handovers] if handovers else []), ""])
