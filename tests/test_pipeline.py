@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,14 @@ def test_reproduce_all_then_a_dvc_experiment(tmp_path):
     runs = mlflow.search_runs(search_all_experiments=True)
     assert {"pretrain_clip", "train", "infer", "score", "eval_images"} <= set(runs["tags.stage"])
     assert (runs["tags.stage"] == "train").sum() == 2
+
+    # Another world seed in the params file: Snakemake regenerates the world (its params trigger), and so reruns
+    # every stage after it.
+    default.write_text(yaml.safe_dump({**params, "toy": {**params["toy"], "seed": params["toy"]["seed"] + 1}}))
+    plan = run([BIN / "snakemake", "-s", REPO / "Snakefile", "--directory", work, "-n", "reproduce_all",
+                "--configfile", tmp_path / "workflow.yaml"], work, env)
+    default.write_text(yaml.safe_dump(params))
+    assert re.search(r"(?m)^rule data_toy:$", plan) and re.search(r"(?m)^rule train:$", plan), plan[-3000:]
 
     # DVC runs the same pipeline (dvc.yaml generated from the workflow) from scratch: the same tables.
     fresh = tmp_path / "fresh"

@@ -1,10 +1,11 @@
 # Targets and lookups shared by the rules (configuration only; no stage logic).
 
 import functools
+import json
 import os
 
 from clipvis import layout
-from clipvis.config import load_config, variant_names
+from clipvis.config import load_config, to_dict, variant_names
 from clipvis.data.registry import get_benchmark
 from clipvis.data.released import RELEASED_BY_MODEL
 
@@ -57,6 +58,12 @@ def params_file(model):
 @functools.cache
 def model_config(model):
     return load_config(params_file(model))
+
+
+def settings_of(model, section):
+    """A params file's section as a string: a rule's `params` entry, so that Snakemake reruns the rule when the
+    section changes (its params trigger), not only when its inputs do."""
+    return json.dumps(to_dict(getattr(model_config(model), section)), sort_keys=True)
 
 
 # Resources (what a SLURM job asks for; local runs set no limits) have one home each: a training job
