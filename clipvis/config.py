@@ -163,7 +163,7 @@ class ClipPretrainConfig:
     """Pretraining of the toy CLIP on toy image–caption pairs, whole images at their own size (toy scale only)."""
 
     seed: int = 0
-    epochs: int = 8
+    epochs: int = 24
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.1

@@ -46,7 +46,7 @@ from clipvis.files import output_lock, read_json, write_json
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
-WORLD_FORMAT = 3  # bumped when the files change for the same config, so that older worlds are regenerated
+WORLD_FORMAT = 4  # bumped when the files change for the same config, so that older worlds are regenerated
 LVIS_TRAIN, LVIS_VAL, YTVIS_TRAIN, CAPTIONS = "toy_lvis_train", "toy_lvis_val", "toy_ytvis_train", "toy_captions"
 LVVIS, OVIS = "toy_lvvis", "toy_ovis"
 IMAGE_SETS = (LVIS_TRAIN, LVIS_VAL)
@@ -54,8 +54,8 @@ VIDEO_SETS = (YTVIS_TRAIN, LVVIS, OVIS)
 TRAINING_SETS = (LVIS_TRAIN, YTVIS_TRAIN)  # base annotations only, categories sampled by frequency
 FREQUENCY_WEIGHT = {"f": 3.0, "c": 1.0, "r": 1.0}  # how often an object is of a category, in training sets
 
-# Caption scenes: one large object (also the held-out images) or a few smaller ones.
-SINGLE_OBJECT = SceneStyle(frames=(1, 1), objects=(1, 1), radius=(0.15, 0.4), speed=(0, 0))
+# Caption scenes: one object (also the held-out images) or a few, all of the sizes video objects have.
+SINGLE_OBJECT = SceneStyle(frames=(1, 1), objects=(1, 1), radius=(0.15, 0.3), speed=(0, 0))
 FEW_OBJECTS = SceneStyle(frames=(1, 1), objects=(2, 3), radius=(0.15, 0.28), speed=(0, 0), distinct_categories=True)
 BACKGROUND_WORDS = dict(zip(BACKGROUND_KINDS, ("noisy", "striped", "smooth")))
 
@@ -259,8 +259,8 @@ def _write_captions(directory: Path, cfg: ToyWorldConfig, categories: Sequence[C
 def caption_scene(cfg: ToyWorldConfig, categories: Sequence[Category], split: str,
                   index: int) -> tuple[Scene, np.random.Generator]:
     """Caption image `index` of `split` ("train" or "heldout"), and its generator (which goes on to word the
-    caption): train images show one large object or a few smaller ones of any categories, held-out
-    images one object of each category in turn."""
+    caption): train images show one object or a few of any categories, held-out images one object of each
+    category in turn."""
     height, width = frame_shape(cfg)
     rng = np.random.default_rng(stable_seed(cfg.seed, CAPTIONS, split, index))
     if split == "train":
