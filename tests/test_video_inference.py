@@ -104,7 +104,9 @@ def test_streaming_equals_all_frames_in_memory(setup):
                         "counts": tuple(s["counts"] for s in r["segmentations"])} for r in streamed), key=key)
     expected = sorted(expected, key=key)
     assert [key(r) for r in streamed] == [key(r) for r in expected]
-    np.testing.assert_allclose([r["score"] for r in streamed], [r["score"] for r in expected], rtol=1e-5)
+    # Scores of 1e-7 and below carry the float32 rounding of their logits, which differs between CPU kernels
+    # (measured: 1.2e-5 relative on an Intel Xeon with AMX): they are compared to 1e-10 absolute.
+    np.testing.assert_allclose([r["score"] for r in streamed], [r["score"] for r in expected], rtol=1e-5, atol=1e-10)
 
 
 def test_slot_switches_count_changed_queries_in_slots_showing_objects():
