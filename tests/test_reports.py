@@ -230,7 +230,8 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
             {"variant": "adjacent", "noise": 0.0, "identity_recovery": 0.9876, "AP": 0.35},
             {"variant": "adjacent", "noise": 1.0, "identity_recovery": None, "AP": 0.2}],
         "handovers": {"pairs": 700, "handovers": 7, "handover_rate": 0.01, "followed_rate": 0.0, "cosine_kept": 0.99,
-                      "cosine_handover_new_owner": 0.65, "cosine_handover_old_query": 0.98}}).encode())
+                      "cosine_handover_new_owner": 0.65, "cosine_handover_old_query": 0.98},
+        "object_shown": 0.5}).encode())
     samples = tmp_path / "samples.png"
     Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (64, 1, 3))).save(samples)
 

@@ -60,8 +60,9 @@ def run_matching_test(cfg: Config, variants: dict, benchmark: str, checkpoint: s
 
 def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Path, noise_levels: list[float],
                   root: str | Path | None = None) -> dict:
-    """{"benchmark", "noise_levels", "rows": [{variant, noise, identity_recovery, frames, AP, APb, APn}]}: the
-    network order, then every variant at every noise level."""
+    """{"benchmark", "noise_levels", "rows": [{variant, noise, identity_recovery, frames, AP, APb, APn}],
+    "handovers": QueryHandovers.summary(), "object_shown": its confidence threshold}; rows: the network order,
+    then every variant at every noise level."""
     from clipvis.data.registry import get_benchmark, resolve_root
     from clipvis.data.formats import load_video_gt
     from clipvis.data.vocabularies import categories
@@ -129,7 +130,7 @@ def matching_test(cfg, variants: dict, benchmark_name: str, checkpoint: str | Pa
         rows.append({"variant": name, "noise": noise, "identity_recovery": identity.rate(), "frames": identity.frames,
                      **{key: metrics[key] for key in METRICS}})
     return {"benchmark": benchmark_name, "noise_levels": list(noise_levels), "rows": rows,
-            "handovers": handovers.summary()}
+            "handovers": handovers.summary(), "object_shown": OBJECT_SHOWN}
 
 
 class QueryHandovers:

@@ -49,13 +49,14 @@ def matching_values(tests: dict[tuple[str, str], dict]) -> dict[str, float]:
 
 
 def handover_sentence(report: dict) -> str:
-    """What matching has to work with, in words ("" when the report has no handovers or no pairs)."""
+    """What matching has to work with, in words ("" when the report has no handovers or no pairs); reports with
+    handovers also give the object probability of a confident query (`object_shown`)."""
     found = report.get("handovers")
     if not found or not found["pairs"]:
         return ""
     sentence = (f"In the network's own query order, {found['handovers']} of {found['pairs']} adjacent-frame pairs "
-                f"of an object held by a confident query (object probability >= 0.5) were handovers to another "
-                f"query ({100 * found['handover_rate']:.1f} %); a kept object's query embedding has cosine "
+                f"of an object held by a confident query (object probability >= {report['object_shown']:g}) were "
+                f"handovers to another query ({100 * found['handover_rate']:.1f} %); a kept object's query embedding has cosine "
                 f"{found['cosine_kept']:.2f} with itself in the next frame.")
     if found["handovers"]:
         sentence += (f" At a handover the old owner's embedding has cosine {found['cosine_handover_new_owner']:.2f} "
