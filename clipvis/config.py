@@ -72,6 +72,10 @@ class ClipConfig:
     # QuickGELU in the text tower; None: as the open_clip tag says (OpenAI's weights were trained with it)
     quick_gelu: bool | None = None
     text_cache: str = TEXT_CACHE
+    # stride of the dense map masks are pooled on: 32 is CLIP's last stage, as the paper pools; 16 (the toy's)
+    # runs that stage again, undownsampled, on the stride-16 map (ResNet CLIPs): on 192-pixel frames the
+    # stride-32 grid is 6 x 8 cells and loses thin or half-hidden objects
+    dense_stride: Literal[16, 32] = 16
 
 
 @dataclass

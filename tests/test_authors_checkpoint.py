@@ -85,7 +85,7 @@ def test_paper_r50_exports_exactly_the_authors_keys_and_imports_back(r50):
     # The CLIP of the RN50/openai params was trained with QuickGELU; the checkpoint says so and keeps it.
     assert cfg.clip.pretrained == CHECKPOINT_CLIP and cfg.clip.quick_gelu is True
     assert state["config"]["clip"] == {"model": "RN50", "pretrained": CHECKPOINT_CLIP, "quick_gelu": True,
-                                       "text_cache": "runs/text_embeddings"}
+                                       "text_cache": "runs/text_embeddings", "dense_stride": 32}
 
     again = r50["base"] / "again.pth"
     export_checkpoint(imported, again)

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import huggingface_hub.constants
@@ -33,6 +34,34 @@ def test_feature_shapes_and_strides(name, family):
         assert features[key].shape == (2, clip.out_channels[key], 64 // stride, 96 // stride), key
         assert clip.strides[key] == stride
     assert torch.equal(features["clip_dense"], features["res5"])  # norm_pre is Identity for ConvNeXt
+
+
+def test_dense_stride_16_is_the_last_stage_without_its_pools(toy_rn):
+    """clip.dense_stride 16: the segmenter's features stay as they are; clip_dense is the last stage run on res4
+    with the same weights, its downsampling average pools replaced by nothing (checked against open_clip's own
+    blocks with the pools swapped out), on a grid twice as fine that pooling and attention-pool classify on."""
+    fine = FrozenCLIP("clipvis_toy_rn", None, dense_stride=16)
+    fine.clip.load_state_dict(toy_rn.clip.state_dict())
+    images = torch.randn(2, 3, 64, 96)
+    coarse, features = toy_rn.features(images), fine.features(images)
+    for key in ("res2", "res3", "res4", "res5"):
+        assert torch.equal(features[key], coarse[key]), key
+    assert features["clip_dense"].shape == (2, fine.out_channels["clip_dense"], 4, 6) and fine.strides["clip_dense"] == 16
+
+    unpooled = copy.deepcopy(toy_rn.clip.visual.layer4)
+    for block in unpooled:
+        block.avgpool = torch.nn.Identity()
+        if block.downsample is not None:
+            block.downsample[0] = torch.nn.Identity()
+    assert torch.allclose(features["clip_dense"], unpooled(coarse["res4"]), atol=1e-6)
+
+    embeddings, valid = fine.pool_masks(features["clip_dense"], torch.randn(2, 3, 16, 24))
+    assert embeddings.shape == (2, 3, fine.embed_dim) and embeddings[valid].isfinite().all()
+
+
+def test_dense_stride_16_needs_a_resnet_clip():
+    with pytest.raises(InputError, match="clip.dense_stride"):
+        FrozenCLIP("clipvis_toy_convnext", None, dense_stride=16)
 
 
 @pytest.mark.parametrize("name, channels, embed_dim", [

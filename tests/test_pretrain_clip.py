@@ -216,6 +216,14 @@ def test_loss_decreases(trained):
     assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
 
 
+def test_dense_stride_16_trains_through_the_finer_map(world, trained):
+    pairs = load_caption_pairs(world, "train")
+    torch.manual_seed(0)
+    _, losses = train_clip(TINY, pairs, NAMES, epochs=8, batch_size=6, lr=2e-3, weight_decay=0.1, dense_stride=16)
+    assert losses[0] != trained[1][0]  # the same initial weights and batches pool another map
+    assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
+
+
 def test_training_is_deterministic(world, trained):
     model, _ = trained
     again, _ = fit(world)

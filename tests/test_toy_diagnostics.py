@@ -123,4 +123,6 @@ def test_bench_toy_prints_the_diagnostics_as_json(tiny_world, tmp_path, capsys):
     assert bench.main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == read_json(out) and printed["frame_step"] == 6
-    assert set(printed) == {"clip", "infer_size", "frame_step", "clip_grid", "gt_mask_classification"}
+    assert set(printed) == {"clip", "clip_dense_stride", "infer_size", "frame_step", "clip_grid",
+                            "gt_mask_classification"}
+    assert printed["clip_dense_stride"] == 16

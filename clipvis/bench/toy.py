@@ -48,7 +48,8 @@ def run(args, cfg: Config) -> dict:
     if args.frame_step < 1:
         raise InputError("--frame-step", str(args.frame_step), "must be at least 1")
     root = resolve_root(args.root, cfg.data.root)
-    report = {"clip": cfg.clip.model, "infer_size": [cfg.infer.min_size, cfg.infer.max_size],
+    report = {"clip": cfg.clip.model, "clip_dense_stride": cfg.clip.dense_stride,
+              "infer_size": [cfg.infer.min_size, cfg.infer.max_size],
               "frame_step": args.frame_step}
     report |= ground_truth_masks(cfg, root, args.frame_step)
     if args.model_runs:

@@ -141,7 +141,7 @@ def import_checkpoint(source: str | Path, cfg: Config, out: str | Path, params: 
     cfg.clip.pretrained = CHECKPOINT_CLIP
     clip_id = state_sha256(clip_state)
     frozen = FrozenCLIP.from_state_dict(cfg.clip.model, clip_state, f"sha256:{clip_id}", cfg.clip.quick_gelu,
-                                        source=str(source))
+                                        source=str(source), dense_stride=cfg.clip.dense_stride)
     model = CLIPVIS.from_config(cfg.model, cfg.clip, frozen)
     _check_segmenter_tensors(trainable, model, source)
     model.load_trainable_state_dict(trainable)

@@ -138,7 +138,7 @@ def build_model(cfg: Config, state: dict | None = None, source: str | Path = "ch
             raise InputError(source, "clip", "clip.pretrained is 'checkpoint' but the checkpoint holds no CLIP "
                                              "weights; --set clip.pretrained=TAG_OR_FILE")
         clip = FrozenCLIP.from_state_dict(cfg.clip.model, state["clip"], f"sha256:{state['clip_id']}",
-                                          cfg.clip.quick_gelu, source=str(source))
+                                          cfg.clip.quick_gelu, source=str(source), dense_stride=cfg.clip.dense_stride)
     model = CLIPVIS.from_config(cfg.model, cfg.clip, clip)
     if state is not None:
         try:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "clip_configs"
 open_clip.add_model_config(CONFIG_DIR)
 
-FEATURE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32, "clip_dense": 32}
+FEATURE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 MASK_STRIDE = 4  # the segmenter's mask logits are at a quarter of the (padded) input
 PRETRAINED_SET_KEY = "clip.pretrained"  # the config key that points at a local checkpoint
 RANDOM_WEIGHTS_SEED = 0  # random-weight CLIPs (pretrained None) are the same in every process
@@ -59,13 +59,17 @@ class FrozenCLIP(nn.Module):
     OpenAI's weights). OpenAI weights given as a file need quick_gelu=True (or open_clip's
     "-quickgelu" model name, e.g. RN50-quickgelu).
 
+    `dense_stride` is the stride of `clip_dense`, the map masks are pooled on: 32 is the last stage, as
+    the paper pools; 16 (ResNet trunks only) runs the last stage again on the stride-16 map without its
+    downsampling (`stage_without_downsampling`), the same weights on a grid twice as fine.
+
     Every parameter is frozen and the CLIP stays in eval mode whatever `train()` says, so batch-norm
     statistics never change. Inputs are RGB images normalised with `pixel_mean`/`pixel_std`
     (0-255 scale, shape (3, 1, 1)) and padded to a multiple of 32.
     """
 
     def __init__(self, model_name: str, pretrained: str | None = None, cache_dir: str | None = None,
-                 quick_gelu: bool | None = None):
+                 quick_gelu: bool | None = None, dense_stride: int = 32):
         super().__init__()
         self.model_name = model_name
         self.pretrained = pretrained
@@ -73,6 +77,8 @@ class FrozenCLIP(nn.Module):
         self.clip.requires_grad_(False)
         self.clip.eval()
         self.family = trunk_family(self.clip, model_name)
+        check_dense_stride(dense_stride, self.family, model_name)
+        self.dense_stride = dense_stride
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.embed_dim: int = self.clip.text_projection.shape[1]
         self._weights_id: str | None = None
@@ -89,14 +95,15 @@ class FrozenCLIP(nn.Module):
             trunk_channels = [info["num_chs"] for info in visual.trunk.feature_info]
         self.out_channels: dict[str, int] = {f"res{i + 2}": c for i, c in enumerate(trunk_channels)}
         self.out_channels["clip_dense"] = self.out_channels["res5"]
-        self.strides = dict(FEATURE_STRIDES)
+        self.strides = {**FEATURE_STRIDES, "clip_dense": dense_stride}
 
     @classmethod
     def from_state_dict(cls, model_name: str, state: dict[str, torch.Tensor], weights_id: str,
-                        quick_gelu: bool | None = None, source: str = "checkpoint") -> FrozenCLIP:
+                        quick_gelu: bool | None = None, source: str = "checkpoint",
+                        dense_stride: int = 32) -> FrozenCLIP:
         """The CLIP `model_name` with the open_clip weights `state` (e.g. those kept in a segmenter
         checkpoint); `weights_id` names them in text-embedding cache keys. Every key must fit."""
-        clip = cls(model_name, None, quick_gelu=quick_gelu)
+        clip = cls(model_name, None, quick_gelu=quick_gelu, dense_stride=dense_stride)
         try:
             clip.clip.load_state_dict(state, strict=True)
         except RuntimeError as error:
@@ -134,8 +141,8 @@ class FrozenCLIP(nn.Module):
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, H, W) normalised images -> res2..res5 (strides 4..32) and clip_dense (= res5)."""
-        return trunk_features(self.clip.visual, self.family, images)
+        """(B, 3, H, W) normalised images -> res2..res5 (strides 4..32) and clip_dense (stride `dense_stride`)."""
+        return trunk_features(self.clip.visual, self.family, images, self.dense_stride)
 
     @torch.no_grad()
     def pool_masks(self, dense: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,16 +188,18 @@ def cover_logits(masks: torch.Tensor) -> torch.Tensor:
     return (2 * cover - 1).view(*masks.shape[:-2], *cover.shape[-2:])
 
 
-def trunk_features(visual: nn.Module, family: str, images: torch.Tensor) -> dict[str, torch.Tensor]:
+def trunk_features(visual: nn.Module, family: str, images: torch.Tensor,
+                   dense_stride: int = 32) -> dict[str, torch.Tensor]:
     """A CLIP image tower's trunk on (B, 3, H, W) normalised images -> res2..res5 (strides 4..32) and
-    clip_dense (= res5), without its pooling head; differentiable (FrozenCLIP runs it without gradients)."""
+    clip_dense (res5, or at `dense_stride` 16 the last stage undownsampled on res4), without its pooling
+    head; differentiable (FrozenCLIP runs it without gradients)."""
     out = {}
     if family == "resnet":
         x = visual.stem(images)  # conv1-3 + avgpool: stride 4
         for i, layer in enumerate((visual.layer1, visual.layer2, visual.layer3, visual.layer4)):
             x = layer(x)
             out[f"res{i + 2}"] = x
-        out["clip_dense"] = x
+        out["clip_dense"] = x if dense_stride == 32 else stage_without_downsampling(visual.layer4, out["res4"])
         return out
     trunk = visual.trunk
     x = trunk.stem(images)
@@ -199,6 +208,26 @@ def trunk_features(visual: nn.Module, family: str, images: torch.Tensor) -> dict
         out[f"res{i + 2}"] = x
     out["clip_dense"] = trunk.norm_pre(x)  # Identity for these models
     return out
+
+
+def stage_without_downsampling(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """A ModifiedResNet stage (open_clip Bottleneck blocks) at the stride of its input (B, C, h, w): each
+    block as open_clip runs it, less the average pools that downsample (after conv2, and before the
+    shortcut's 1x1 conv)."""
+    for block in stage:
+        shortcut = x if block.downsample is None else block.downsample[1:](x)  # [0] is the pool
+        out = block.act1(block.bn1(block.conv1(x)))
+        out = block.act2(block.bn2(block.conv2(out)))
+        x = block.act3(block.bn3(block.conv3(out)) + shortcut)
+    return x
+
+
+def check_dense_stride(dense_stride: int, family: str, model_name: str) -> None:
+    if dense_stride not in (16, 32):
+        raise ValueError(f"dense_stride must be 16 or 32, got {dense_stride!r}")  # the config checks it for users
+    if dense_stride == 16 and family != "resnet":
+        raise InputError(f"open_clip {model_name}", "clip.dense_stride",
+                         "16 needs a ResNet CLIP (a ConvNeXt stage downsamples with a strided convolution)")
 
 
 def pool_regions(visual: nn.Module, family: str, dense: torch.Tensor,

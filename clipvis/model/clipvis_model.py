@@ -2,7 +2,7 @@
 
 Frames are processed independently (there is no temporal interaction inside the network); temporal
 matching and video scoring live in `clipvis.video`. Classification pools the frozen CLIP's dense
-stride-32 map under each predicted mask and compares it with the vocabulary's text embeddings.
+map (stride 32, or 16 with `clip.dense_stride`) under each predicted mask and compares it with the vocabulary's text embeddings.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class CLIPVIS(nn.Module):
     def from_config(cls, model: ModelConfig, clip: ClipConfig, frozen: FrozenCLIP | None = None) -> CLIPVIS:
         """The network of `model`, on the frozen CLIP of `clip` (or `frozen`, when already built)."""
         check_model_config(model)
-        frozen = frozen or FrozenCLIP(clip.model, clip.pretrained, quick_gelu=clip.quick_gelu)
+        frozen = frozen or FrozenCLIP(clip.model, clip.pretrained, quick_gelu=clip.quick_gelu,
+                                      dense_stride=clip.dense_stride)
         channels = [frozen.out_channels[f"res{i}"] for i in range(2, 6)]
         pixel_decoder = PixelDecoder(channels, conv_dim=model.hidden_dim, mask_dim=model.mask_dim,
                                      encoder_layers=model.enc_layers, heads=model.heads, points=model.enc_points,
@@ -78,7 +79,8 @@ class CLIPVIS(nn.Module):
     def forward(self, images: torch.Tensor, with_aux: bool | None = None, bf16: bool = False) -> dict:
         """Normalised, padded images (B, 3, H, W) -> decoder outputs (see QueryDecoder) + `clip_dense`.
 
-        `clip_dense` is the frozen CLIP's stride-32 map (B, C_clip, H/32, W/32), used for classification.
+        `clip_dense` is the frozen CLIP's dense map (B, C_clip, H/s, W/s), s = `clip.dense_stride` (32 unless
+        set), used for classification.
         `bf16`: the whole network runs under bfloat16 autocast, the pixel decoder included (an inference
         option; training AMP keeps the pixel decoder in float32); the outputs are float32.
         """

@@ -1,11 +1,11 @@
 """Pretraining of the toy CLIP on the toy image–caption pairs, and its zero-shot accuracy.
 
     checkpoint = pretrain_clip(cfg)          # cfg.clip_pretrain.out (+ .json with accuracy and time)
-    clip = FrozenCLIP(cfg.clip.model, pretrained=str(checkpoint))
+    clip = FrozenCLIP(cfg.clip.model, pretrained=str(checkpoint), dense_stride=cfg.clip.dense_stride)
 
 The model is the open_clip model `cfg.clip.model` with random initial weights, trained on the "train"
 pairs of every category (as real CLIP saw the web) with two losses, both through the path the
-segmenter uses to classify (the stride-32 dense map, then the pooling head restricted to a region,
+segmenter uses to classify (the dense map at `clip.dense_stride`, then the pooling head restricted to a region,
 `pool_regions`), on whole images at their own size:
 - caption loss: the symmetric InfoNCE loss between whole images (the pooling head over every position)
   and their captions; images that show the same categories count as matches of each other's texts;
@@ -45,7 +45,8 @@ from clipvis.data.registry import get_benchmark, resolve_root
 from clipvis.data.vocabularies import categories, novel_ids
 from clipvis.errors import InputError
 from clipvis.files import atomic_path, read_json, write_json
-from clipvis.model.clip_encoder import FrozenCLIP, binarise_masks, cover_logits, pool_regions, trunk_family, trunk_features
+from clipvis.model.clip_encoder import (FrozenCLIP, binarise_masks, check_dense_stride, cover_logits, pool_regions,
+                                        trunk_family, trunk_features)
 from clipvis.model.text_classifier import TEMPLATES, class_text_embeddings, classification_logits
 from clipvis.tracking import stage_run
 
@@ -198,7 +199,7 @@ def random_flips(image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor
 
 
 def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str], epochs: int, batch_size: int,
-               lr: float, weight_decay: float,
+               lr: float, weight_decay: float, dense_stride: int = 32,
                log_epoch: Callable[[dict[str, float], int], None] | None = None) -> tuple[nn.Module, list[float]]:
     """A new open_clip `model_name` trained with the caption and region losses (module docstring); returns it
     (in eval mode) and the loss of every step.
@@ -212,6 +213,7 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
     """
     model = create_clip(model_name)
     family = trunk_family(model, model_name)
+    check_dense_stride(dense_stride, family, model_name)
     tokenizer = open_clip.get_tokenizer(model_name)
     mean, std = preprocess_cfg_stats(model)
     texts = image_texts(pairs, names_by_id)
@@ -232,7 +234,7 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
             batch = order[step * batch_size:(step + 1) * batch_size].tolist()
             images, masks = zip(*(random_flips(pairs.images[i], pairs.masks[i]) for i in batch))
             inputs = normalise(torch.stack(images), mean, std)
-            dense = trunk_features(model.visual, family, inputs)["clip_dense"]  # (B, C, h, w)
+            dense = trunk_features(model.visual, family, inputs, dense_stride)["clip_dense"]  # (B, C, h, w)
             chosen = [padded_masks(m, *inputs.shape[-2:]) for m in masks]
             regions, valid = pool_regions(model.visual, family, dense, region_masks(chosen, dense.shape[-2:]))
             wholes, _ = pool_regions(model.visual, family, dense, dense.new_ones(len(batch), 1, *dense.shape[-2:]).bool())
@@ -350,11 +352,12 @@ def pretrain_clip(cfg: Config) -> Path:
     with stage_run(cfg, "pretrain_clip") as mlflow:
         start = time.perf_counter()
         model, losses = train_clip(cfg.clip.model, train_pairs, names_by_id, settings.epochs, settings.batch_size,
-                                   settings.lr, settings.weight_decay, log_epoch=mlflow.log_metrics)
+                                   settings.lr, settings.weight_decay, cfg.clip.dense_stride,
+                                   log_epoch=mlflow.log_metrics)
         train_seconds = time.perf_counter() - start
         save_checkpoint(model, out)
 
-        clip = FrozenCLIP(cfg.clip.model, pretrained=str(out))
+        clip = FrozenCLIP(cfg.clip.model, pretrained=str(out), dense_stride=cfg.clip.dense_stride)
         groups = {"overall": torch.ones_like(is_novel), "base": ~is_novel, "novel": is_novel}
         wholes = [torch.ones_like(m[:1]) for m in heldout.masks]
         top1, top1_whole = ({group: zero_shot_accuracy(clip, heldout.images[chosen],

@@ -17,7 +17,8 @@ rule data_benchmark:
 rule pretrain_clip:
     input: f"{ROOT}/toy/world.json"
     output: TOY_CLIP
-    params: params=params_file(S["ablation_model"]), training=settings_of(S["ablation_model"], "clip_pretrain")
+    params: params=params_file(S["ablation_model"]), training=settings_of(S["ablation_model"], "clip_pretrain"),
+            clip=settings_of(S["ablation_model"], "clip")  # the model and the dense map it is trained through
     log: log_file("pretrain_clip")
     threads: 2  # nothing else can run beside it: every later stage needs the CLIP
     shell: "clipvis pretrain-clip --launcher local --params {params.params} --set data.root={ROOT} clip_pretrain.out={output} > {log} 2>&1"
