@@ -46,7 +46,8 @@ def test_dense_stride_16_is_the_last_stage_without_its_pools(toy_rn):
     coarse, features = toy_rn.features(images), fine.features(images)
     for key in ("res2", "res3", "res4", "res5"):
         assert torch.equal(features[key], coarse[key]), key
-    assert features["clip_dense"].shape == (2, fine.out_channels["clip_dense"], 4, 6) and fine.strides["clip_dense"] == 16
+    assert features["clip_dense"].shape == (2, fine.out_channels["clip_dense"], 4, 6)
+    assert fine.strides["clip_dense"] == 16
 
     unpooled = copy.deepcopy(toy_rn.clip.visual.layer4)
     for block in unpooled:

@@ -2,7 +2,8 @@
 
 Frames are processed independently (there is no temporal interaction inside the network); temporal
 matching and video scoring live in `clipvis.video`. Classification pools the frozen CLIP's dense
-map (stride 32, or 16 with `clip.dense_stride`) under each predicted mask and compares it with the vocabulary's text embeddings.
+map (stride 32, or 16 with `clip.dense_stride`) under each predicted mask and compares it with the
+vocabulary's text embeddings.
 """
 
 from __future__ import annotations
