@@ -222,7 +222,9 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
         "gt_mask_classification": {"toy_lvvis": {"overall": 0.8, "base": 0.85, "novel": 0.7},
                                    "toy_ovis": {"overall": 0.75, "base": 0.8, "novel": None}},
         "segmenter": {"toy_lvvis": {"AP": 0.5, "oracle_class_AP": 0.6,
-                                    "slot_switch_rate": {"adjacent": 0.03, "default": 0.025}}},
+                                    "slot_switch_rate": {"adjacent": 0.03, "default": 0.025},
+                                    "tracks": {"tracks": 40, "found": 0.9,
+                                               "top1_of_found": {"overall": 0.7, "base": 0.75, "novel": 0.6}}}},
         "training": {"iterations": 3000, "final_loss": 4.2, "previous_loss": 4.5, "still_falling": True}}).encode())
     put_file(toy_runs / "toy" / "default" / "matching_test" / "toy_ovis" / "matching_test.json", json.dumps({
         "benchmark": "toy_ovis", "noise_levels": [0.0, 1.0], "rows": [
@@ -260,6 +262,7 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     assert "<h2>Diagnostics of the toy experiment</h2>" in page and ">96.1<" in page and "still falling" in page
     assert summary["diagnostics/default/toy_lvvis visible to the CLIP grid %"] == 96.12
     assert summary["diagnostics/default/toy_lvvis slot switches % adjacent"] == 3.0
+    assert summary["diagnostics/default/toy_lvvis own-track top-1 % novel"] == 60.0
     assert "diagnostics/default/toy_ovis GT-mask top-1 % novel" not in summary
     assert "diagnostics/default/toy_ovis AP" not in summary
     assert 'id="matching_test"' in page and ">98.8<" in page and ">undefined<" in page

@@ -88,9 +88,28 @@ def test_oracle_class_labels_each_track_with_its_best_ground_truth_and_counts_du
         {"video_id": 1, "category_id": 3, "score": 0.7, "segmentations": [box(12, 12, 5), box(12, 12, 5)]},
         {"video_id": 2, "category_id": 4, "score": 0.6, "segmentations": [box(15, 15, 3), box(15, 15, 3)]},
     ]
-    relabelled = toy_diagnostics.oracle_class_results(gt, results)
+    relabelled = toy_diagnostics.oracle_class_results(toy_diagnostics.TrackOverlaps(gt, results))
     assert [(r["video_id"], r["category_id"], r["score"]) for r in relabelled] == [(1, 3, 0.9), (1, 4, 0.7),
                                                                                   (2, 4, 0.6)]
+
+
+def test_track_classification_takes_the_best_scored_prediction_that_finds_each_track():
+    gt = {"annotations": [
+        {"video_id": 1, "category_id": 3, "segmentations": [box(0, 0, 10), box(0, 0, 10)]},
+        {"video_id": 1, "category_id": 4, "segmentations": [box(12, 12, 6), None]},
+        {"video_id": 2, "category_id": 5, "segmentations": [box(0, 0, 5), box(0, 0, 5)]},
+        {"video_id": 2, "category_id": 4, "segmentations": [box(14, 14, 4), box(14, 14, 4)]},
+    ]}
+    results = [
+        {"video_id": 1, "category_id": 4, "score": 0.9, "segmentations": [box(0, 0, 9), box(0, 0, 10)]},  # finds 3, wrong
+        {"video_id": 1, "category_id": 3, "score": 0.8, "segmentations": [box(0, 0, 10), box(0, 0, 10)]},  # second
+        {"video_id": 1, "category_id": 4, "score": 0.7, "segmentations": [box(12, 12, 6), None]},  # finds 4, right
+        {"video_id": 2, "category_id": 5, "score": 0.6, "segmentations": [box(0, 0, 2), box(0, 0, 2)]},  # IoU 0.16
+        {"video_id": 2, "category_id": 4, "score": 0.5, "segmentations": [box(14, 14, 4), None]},  # IoU 0.5: found
+    ]
+    report = toy_diagnostics.track_classification(toy_diagnostics.TrackOverlaps(gt, results), novel={4})
+    assert report["tracks"] == 4 and report["found"] == 0.75
+    assert report["top1_of_found"] == {"overall": round(2 / 3, 4), "base": 0.0, "novel": 1.0}
 
 
 @pytest.fixture

@@ -13,7 +13,11 @@
 - `segmenter` (with a model's runs folder): per benchmark, the AP of the `default` variant's results
   and its oracle-class AP (every predicted track labelled with the class of the ground truth it
   overlaps most, identical tracks counted once: the class-agnostic quality of the masks and tracks),
-  and each variant's slot-switch rate (`matching.json` of `clipvis infer`).
+  and each variant's slot-switch rate (`matching.json` of `clipvis infer`); and `tracks`, how the segmenter's
+  own tracks are classified: the share of ground-truth tracks found (some predicted track overlaps them
+  with video IoU >= 0.5) and, of those found, the share whose best-scored overlapping prediction has
+  their category (overall, base, novel). Set beside the ground-truth-mask top-1, it tells whether AP
+  is lost to masks and tracks or to the classification of the segmenter's own masks.
 - `training`: the mean total loss over the last tenth of the logged iterations and the tenth before
   (from MLflow); the loss still falls when the last is more than 1 % below the one before.
 """
@@ -38,6 +42,7 @@ from clipvis.model.clip_encoder import cover_logits
 log = logging.getLogger(__name__)
 
 VIDEO_BENCHMARKS = ("toy_lvvis", "toy_ovis")
+FOUND_IOU = 0.5  # a ground-truth track is found by a predicted track overlapping it this much (video IoU)
 STILL_FALLING = 0.01  # relative drop of the loss between the last two tenths that counts as falling
 DEFAULT_VARIANT = "default"
 
@@ -148,6 +153,7 @@ def segmenter_quality(infer_dir: Path, benchmark_name: str, root: Path) -> dict:
     """AP and oracle-class AP of the default variant's results, and every variant's slot-switch rate."""
     from clipvis.data.registry import get_benchmark
     from clipvis.data.formats import load_video_gt, load_video_results
+    from clipvis.data.vocabularies import novel_ids
     from clipvis.evaluation.video_ap import evaluate_videos
 
     manifest = infer_dir / layout.VARIANTS_FILE
@@ -157,32 +163,66 @@ def segmenter_quality(infer_dir: Path, benchmark_name: str, root: Path) -> dict:
     gt = load_video_gt(benchmark.annotation_path(root))
     results = load_video_results(infer_dir / DEFAULT_VARIANT / layout.RESULTS_FILE, gt)
     metrics = evaluate_videos(gt, results, flavour=benchmark.scorer).metrics
-    oracle = evaluate_videos(gt, oracle_class_results(gt, results), flavour=benchmark.scorer).metrics
+    overlaps = TrackOverlaps(gt, results)
+    oracle = evaluate_videos(gt, oracle_class_results(overlaps), flavour=benchmark.scorer).metrics
     switches = {name: read_json(infer_dir / name / layout.MATCHING_FILE)["switch_rate"]
                 for name in read_json(manifest)["variants"]}
     return {"AP": metrics["AP"], "APb": metrics["APb"], "APn": metrics["APn"], "oracle_class_AP": oracle["AP"],
-            "slot_switch_rate": switches}
+            "slot_switch_rate": switches, "tracks": track_classification(overlaps, novel_ids(benchmark, root))}
 
 
-def oracle_class_results(gt: dict, results: list[dict]) -> list[dict]:
-    """The results with each track labelled with the category of the ground-truth track of its video that it
-    overlaps most (video IoU, as the scorers compute it; tracks overlapping none keep their label), and
-    tracks with identical masks (one track slot selected with several labels) kept once, at the best score."""
-    by_video: dict[int, list[dict]] = {}
-    for annotation in gt["annotations"]:
-        by_video.setdefault(annotation["video_id"], []).append(annotation)
-    seen, relabelled = set(), []
-    for result in sorted(results, key=lambda r: -r["score"]):
-        key = (result["video_id"], tuple(m["counts"] if m else None for m in result["segmentations"]))
-        if key in seen:
-            continue
-        seen.add(key)
-        truths = by_video.get(result["video_id"], [])
-        ious = [video_iou(result["segmentations"], truth["segmentations"]) for truth in truths]
-        best = int(np.argmax(ious)) if ious and max(ious) > 0 else None
+class TrackOverlaps:
+    """The results best score first, tracks with identical masks (one track slot selected with several labels)
+    kept once, at the best score; and per kept result its video IoU with each ground-truth track of its video."""
+
+    def __init__(self, gt: dict, results: list[dict]):
+        self.truths: dict[int, list[dict]] = {}  # video id -> its ground-truth tracks
+        for annotation in gt["annotations"]:
+            self.truths.setdefault(annotation["video_id"], []).append(annotation)
+        seen = set()
+        self.results: list[dict] = []
+        self.ious: list[np.ndarray] = []  # per result (tracks of its video,)
+        for result in sorted(results, key=lambda r: -r["score"]):
+            key = (result["video_id"], tuple(m["counts"] if m else None for m in result["segmentations"]))
+            if key in seen:
+                continue
+            seen.add(key)
+            self.results.append(result)
+            self.ious.append(np.array([video_iou(result["segmentations"], truth["segmentations"])
+                                       for truth in self.truths.get(result["video_id"], [])]))
+
+
+def oracle_class_results(overlaps: TrackOverlaps) -> list[dict]:
+    """The kept results with each track labelled with the category of the ground-truth track of its video that it
+    overlaps most (video IoU, as the scorers compute it; tracks overlapping none keep their label)."""
+    relabelled = []
+    for result, ious in zip(overlaps.results, overlaps.ious):
+        truths = overlaps.truths.get(result["video_id"], [])
+        best = int(np.argmax(ious)) if len(ious) and ious.max() > 0 else None
         relabelled.append({**result, "category_id": truths[best]["category_id"] if best is not None
                            else result["category_id"]})
     return relabelled
+
+
+def track_classification(overlaps: TrackOverlaps, novel: set[int]) -> dict:
+    """Per ground-truth track: found (a kept result overlaps it with video IoU >= FOUND_IOU) and, when found,
+    whether the best-scored such result has its category. The share found, and the share right of those
+    found: overall, base and novel (categories in `novel`)."""
+    best_label: dict[tuple[int, int], int] = {}  # (video id, track index) -> category of its best-scored finder
+    for result, ious in zip(overlaps.results, overlaps.ious):
+        for track in np.flatnonzero(ious >= FOUND_IOU).tolist():
+            best_label.setdefault((result["video_id"], track), result["category_id"])
+    found, right, is_novel = [], [], []
+    for video_id, truths in overlaps.truths.items():
+        for track, truth in enumerate(truths):
+            label = best_label.get((video_id, track))
+            found.append(label is not None)
+            right.append(label == truth["category_id"])
+            is_novel.append(truth["category_id"] in novel)
+    found, right, is_novel = (np.array(flags, dtype=bool) for flags in (found, right, is_novel))
+    return {"tracks": len(found), "found": _share(found),
+            "top1_of_found": {group: _share(right[found & chosen]) for group, chosen in
+                              (("overall", np.ones_like(found)), ("base", ~is_novel), ("novel", is_novel))}}
 
 
 def video_iou(prediction: list, truth: list) -> float:
