@@ -89,7 +89,7 @@ def run_infer(world, out, overrides=(), tracking=False):
 
 def kill_after_the_first_video(monkeypatch):
     """The next inference dies (KeyboardInterrupt) when it starts its second video."""
-    original = inference.segment_video_variants
+    original = inference.stream_video_variants
     done = []
 
     def killed_after_first_video(*args, **kwargs):
@@ -98,7 +98,7 @@ def kill_after_the_first_video(monkeypatch):
         done.append(args[4])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(inference, "segment_video_variants", killed_after_first_video)
+    monkeypatch.setattr(inference, "stream_video_variants", killed_after_first_video)
     return original
 
 
@@ -112,11 +112,11 @@ def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
     original = kill_after_the_first_video(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_infer(world, out)
-    assert (out / "progress" / "1.json").exists() and not (out / "progress" / "2.json").exists()
+    assert (out / "progress" / "1.jsonl").exists() and not (out / "progress" / "2.jsonl").exists()
     assert not (out / "results.json").exists()
 
     resumed, logged = [], {}
-    monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: resumed.append(a[4]) or original(*a, **k))
+    monkeypatch.setattr(inference, "stream_video_variants", lambda *a, **k: resumed.append(a[4]) or original(*a, **k))
     monkeypatch.setattr(benchmark, "stage_run", lambda cfg, stage, **k: contextlib.nullcontext(FakeMlflow(logged)))
     assert infer_command.main(parse(infer_command, [
         "--params", world["params"], "--benchmark", "toy_lvvis", "--checkpoint", world["checkpoint"],
@@ -131,7 +131,7 @@ def test_infer_resumes_after_a_kill(world, tmp_path, monkeypatch):
     assert logged["slot_switch_rate"] == matching["switch_rate"] == matching["switches"] / matching["object_slots"]
 
     calls = []
-    monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: calls.append(a[4]) or original(*a, **k))
+    monkeypatch.setattr(inference, "stream_video_variants", lambda *a, **k: calls.append(a[4]) or original(*a, **k))
     run_infer(world, out, ["matching.topk=2"])  # other settings: the old progress is not reused
     assert calls == [1, 2]
 
@@ -216,7 +216,7 @@ def test_a_second_checkpoint_on_the_same_out_redoes_every_video(world, tmp_path,
     original = kill_after_the_first_video(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         benchmark.infer_benchmark(cfg, "toy_lvvis", world["checkpoint"], out, tracking=False)
-    monkeypatch.setattr(inference, "segment_video_variants", original)
+    monkeypatch.setattr(inference, "stream_video_variants", original)
     mixed = json.loads(benchmark.infer_benchmark(cfg, "toy_lvvis", other_checkpoint(world), out,
                                                      tracking=False)[""].read_text())
     alone = json.loads(benchmark.infer_benchmark(cfg, "toy_lvvis", other_checkpoint(world), tmp_path / "alone",
@@ -238,15 +238,18 @@ def test_a_second_writer_on_the_same_out_stops_at_once(world, tmp_path, capsys):
     assert not (out / "results.json").exists()
 
 
-@pytest.mark.parametrize("damage", ["", "{\"records\": [", "[]", "{\"settings\": \"x\", \"records\": []}"])
+@pytest.mark.parametrize("damage", ["", "{\"records\": [", "[]", "{\"settings\": \"x\"}", "last record cut"])
 def test_a_damaged_progress_file_is_redone(world, tmp_path, damage, monkeypatch):
     out = tmp_path / "out"
     uninterrupted = run_infer(world, out).read_text()
-    (out / "progress" / "2.json").write_text(damage)
+    progress = out / "progress" / "2.jsonl"
+    lines = progress.read_text().splitlines(keepends=True)
+    assert len(lines) == 6  # the header and 5 records
+    progress.write_text("".join(lines)[:-30] if damage == "last record cut" else damage)
     (out / "results.json").unlink()
     calls = []
-    original = inference.segment_video_variants
-    monkeypatch.setattr(inference, "segment_video_variants", lambda *a, **k: calls.append(a[4]) or original(*a, **k))
+    original = inference.stream_video_variants
+    monkeypatch.setattr(inference, "stream_video_variants", lambda *a, **k: calls.append(a[4]) or original(*a, **k))
     assert run_infer(world, out).read_text() == uninterrupted
     assert calls == [2]
 

@@ -16,7 +16,7 @@ from clipvis.model.postprocess import resize_for_inference
 from clipvis.bench.inference import compare_detections
 from clipvis.model.postprocess import empty_rle, mask_score_terms, masks_to_original
 from clipvis.video.inference import (AlignedFrames, SlotSwitches, SpilledFrames, StreamingVideo, build_matcher,
-                                     segment_video, segment_video_variants, select_instances)
+                                     segment_video, segment_video_variants, select_instances, stream_video_variants)
 from clipvis.video.query_matching import match_video
 
 TINY_MODEL = ["clip.pretrained=null", "model.hidden_dim=32", "model.mask_dim=32", "model.num_queries=10",
@@ -162,6 +162,21 @@ def test_variants_count_slot_switches_of_their_own_matching(setup):
     counted = {}
     segment_video_variants(model, iter(frames), text, variants, switches=counted)
     assert counted == expected
+
+
+def test_streamed_records_are_read_from_the_temporary_file_one_at_a_time(setup, monkeypatch):
+    cfg, model, text, frames = setup
+    expected = segment_video(model, iter(frames), text, cfg)
+    reads = []
+    original = SpilledFrames.mask_counts
+    monkeypatch.setattr(SpilledFrames, "mask_counts", lambda self, *a: reads.append(a) or original(self, *a))
+    with stream_video_variants(model, iter(frames), text, {"": cfg}) as streams:
+        records = streams[""]
+        assert reads == []  # nothing is read before a record is taken
+        first = next(records)
+        assert 0 < len(reads) <= len(frames)  # one mask per frame at most, of this record only
+        streamed = [first, *records]
+    assert streamed == expected
 
 
 def test_category_ids_and_top_k(setup):

@@ -23,6 +23,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Iterator
 
@@ -191,7 +192,7 @@ def bench_memory(scale: str = "narrow", lengths: tuple[int, ...] = (100, 1000), 
     """Peak RSS (MB) of streaming inference per video length, each length in a fresh Python process.
 
     The frames are not resized (infer.min_size = height). `output_mb` is the size of the RLE strings
-    of the returned records: the output itself grows with the video, as it must.
+    of the records, which are written out one at a time (as `clipvis infer` writes its progress files).
     """
     model, height, width = MEMORY_SCALES[scale]
     overrides = model + [f"model.num_queries={queries}", "infer.device=cpu", f"infer.min_size={height}"]
@@ -224,16 +225,21 @@ MEMORY_CHILD = ("import json, sys; from clipvis.bench.inference import memory_ch
 
 
 def memory_child(overrides: list[str], length: int, height: int, width: int, classes: int, seed: int) -> dict:
-    """One measured run (in its own process): segment a synthetic video, report the peak RSS."""
-    from clipvis.video.inference import segment_video
+    """One measured run (in its own process): segment a synthetic video, its records written to a temporary
+    file one at a time as `clipvis infer` writes them; report the peak RSS."""
+    from clipvis.video.inference import stream_video_variants
 
     cfg = _config(overrides)
     model, model_seed = random_weight_model(cfg, torch.device("cpu"), seed, height, width)
     text = random_vocabulary(model.clip.embed_dim, classes, seed)
     before = _peak_rss_mb()
     start = time.perf_counter()
-    records = segment_video(model, synthetic_frames(length, height, width, seed), text, cfg)
-    output_bytes = sum(len(rle["counts"]) for record in records for rle in record["segmentations"])
+    output_bytes = 0
+    frames = synthetic_frames(length, height, width, seed)
+    with stream_video_variants(model, frames, text, {"": cfg}) as streams, tempfile.TemporaryFile("w") as out:
+        for record in streams[""]:
+            out.write(json.dumps(record) + "\n")
+            output_bytes += sum(len(rle["counts"]) for rle in record["segmentations"])
     return {"frames": length, "model_seed": model_seed, "peak_rss_mb": _peak_rss_mb(), "peak_rss_before_inference_mb": before,
             "output_mb": round(output_bytes / 2 ** 20, 1), "seconds": round(time.perf_counter() - start, 1)}
 

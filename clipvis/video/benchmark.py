@@ -1,7 +1,8 @@
 """Inference over every video of a benchmark (`clipvis infer`) -> DIR/results.json.
 
-Each finished video's records are written atomically (fsynced) to DIR/progress/<video_id>.json with
-the digest of what made them (benchmark, checkpoint hash, the settings that change results), so a
+Each finished video's records are written atomically (fsynced) to DIR/progress/<video_id>.jsonl (a
+header line, then one record per line, each written as it comes from the temporary file of
+`stream_video_variants`, so memory stays flat in video length) with the digest of what made them (benchmark, checkpoint hash, the settings that change results), so a
 killed run resumes at the next unfinished video, and a rerun with another checkpoint or other settings
 redoes every video instead of mixing them in; a damaged progress file is redone too
 (DIR/progress/settings.json shows the settings in full). DIR/results.json (all videos, in annotation
@@ -31,7 +32,7 @@ import time
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -104,10 +105,10 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
                 frames = image_file_frames([image_root / name for name in video["file_names"]], video["height"],
                                            video["width"], listed_in=annotation_path, name=str(video["id"]))
                 switches: dict[str, inference.SlotSwitches] = {}
-                records = inference.segment_video_variants(model, frames, text, variants, video["id"], category_ids,
-                                                           timings, on_frames=bar.update, switches=switches)
-                for name in variants:
-                    progress[name].save(video, records[name], switches[name])
+                with inference.stream_video_variants(model, frames, text, variants, video["id"], category_ids,
+                                                     timings, on_frames=bar.update, switches=switches) as records:
+                    for name in variants:
+                        progress[name].save(video, records[name], switches[name])
                 frames_done += len(video["file_names"])
             bar.close()
             seconds = time.perf_counter() - started
@@ -167,62 +168,71 @@ def _require_video_benchmark(benchmark, root: Path) -> None:
 
 
 class Progress:
-    """The finished videos of one output folder: PROGRESS_DIR/<video id>.json, one file per video, each
-    carrying the digest of the settings that made it. A file that is unreadable, of other settings or
-    not a whole video's results does not count: its video is run again."""
+    """The finished videos of one output folder: PROGRESS_DIR/<video id>.jsonl, one file per video, a header
+    line carrying the digest of the settings that made it, then one record per line. A file that is
+    unreadable, of other settings or not a whole video's results does not count: its video is run again."""
 
     def __init__(self, folder: Path, settings: dict):
         self.folder = folder
         self.digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     def path(self, video: dict) -> Path:
-        return self.folder / f"{video['id']}.json"
+        return self.folder / f"{video['id']}.jsonl"
 
-    def save(self, video: dict, records: list[dict], switches) -> None:
-        write_json(self.path(video), {"settings": self.digest, "video_id": video["id"],
-                                      "frames": len(video["file_names"]), "switches": asdict(switches),
-                                      "records": records})
+    def save(self, video: dict, records: Iterable[dict], switches) -> None:
+        """Write the header, then each record as it comes (one in memory at a time)."""
+        header = {"settings": self.digest, "video_id": video["id"], "frames": len(video["file_names"]),
+                  "switches": asdict(switches)}
+        with atomic_path(self.path(video)) as tmp, tmp.open("w") as out:
+            out.write(json.dumps(header) + "\n")
+            for record in records:
+                out.write(json.dumps(record) + "\n")
 
     def load(self, video: dict) -> dict | None:
-        """The saved progress of `video`, or None (with a warning for a file that is there but unusable)."""
+        """The header of `video`'s saved progress once every record has been checked, or None (with a warning
+        for a file that is there but unusable)."""
         path = self.path(video)
         if not path.exists():
             return None
         try:
-            saved = json.loads(path.read_text())
+            with path.open() as lines:
+                problem = self._problem(lines, video)
         except (OSError, ValueError, RecursionError):
-            saved = None
-        problem = self._problem(saved, video)
-        if problem:
+            problem = "damaged (unreadable)"
+        if isinstance(problem, str):
             log.warning("%s: %s; the video is run again", path, problem)
             return None
-        return saved
+        return problem
 
-    def _problem(self, saved, video: dict) -> str | None:
-        if not isinstance(saved, dict) or not isinstance(saved.get("records"), list):
-            return "damaged (not a progress record)"
-        if saved.get("settings") != self.digest:
+    def _problem(self, lines: Iterator[str], video: dict) -> str | dict:
+        """What is wrong with the file, or its header when nothing is."""
+        header = json.loads(next(lines, "null"))
+        if not isinstance(header, dict):
+            return "damaged (not a progress file)"
+        if header.get("settings") != self.digest:
             return "made with other settings (checkpoint, model, matching, scoring or resize)"
         frames = len(video["file_names"])
-        if saved.get("video_id") != video["id"] or saved.get("frames") != frames:
+        if header.get("video_id") != video["id"] or header.get("frames") != frames:
             return "belongs to another video"
-        switches = saved.get("switches")
+        switches = header.get("switches")
         if not (isinstance(switches, dict) and all(isinstance(switches.get(k), int) for k in ("object_slots", "switches"))):
             return "damaged (no slot-switch counts)"
-        for record in saved["records"]:
+        for line in lines:
+            record = json.loads(line)
             if not (isinstance(record, dict) and record.get("video_id") == video["id"]
                     and isinstance(record.get("segmentations"), list) and len(record["segmentations"]) == frames):
                 return "damaged (a record is not one of this video's results)"
-        return None
+        return header
 
-    def loaded(self, videos: list[dict]) -> Iterator[dict]:
-        """Every video's progress, in order; a missing or damaged one now is an error (it was just written)."""
+    def loaded(self, videos: list[dict]) -> Iterator[tuple[dict, Path]]:
+        """Every video's progress header and file, in order; a missing or damaged one now is an error (it was
+        just written)."""
         for video in videos:
-            saved = self.load(video)
-            if saved is None:
+            header = self.load(video)
+            if header is None:
                 raise InputError(self.path(video), "", "progress of this video is missing or damaged; run again "
                                                        "to redo it")
-            yield saved
+            yield header, self.path(video)
 
 
 def _zip_for_server(results: Path) -> Path:
@@ -236,20 +246,22 @@ def _zip_for_server(results: Path) -> Path:
 def _write_matching_summary(path: Path, progress: Progress, videos: list[dict]) -> float | None:
     """Sum the videos' slot switches into `path`; returns the switch rate (None: no slot showed an object)."""
     total = SlotSwitches()
-    for saved in progress.loaded(videos):
-        total.add(SlotSwitches(**saved["switches"]))
+    for header, _ in progress.loaded(videos):
+        total.add(SlotSwitches(**header["switches"]))
     write_json(path, {**asdict(total), "switch_rate": total.rate()}, indent=1)
     return total.rate()
 
 
 def _gather_results(path: Path, progress: Progress, videos: list[dict]) -> Path:
-    """Concatenate the videos' records into one JSON list (annotation order), one video in memory at a time."""
+    """Concatenate the videos' records into one JSON list (annotation order), one record in memory at a time."""
     with atomic_path(path) as tmp, tmp.open("w") as out:
         out.write("[")
         first = True
-        for saved in progress.loaded(videos):
-            for record in saved["records"]:
-                out.write(("" if first else ",") + json.dumps(record))
-                first = False
+        for _, progress_path in progress.loaded(videos):
+            with progress_path.open() as lines:
+                next(lines)  # the header
+                for line in lines:
+                    out.write(("" if first else ",") + line.rstrip("\n"))
+                    first = False
         out.write("]")
     return path

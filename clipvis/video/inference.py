@@ -15,7 +15,9 @@ reduced, as soon as it is matched, to what the end of the video needs, per track
   crop, bilinear to the original size, logit > 0) as compressed RLE, and the class probabilities
   p_t (C floats). Only the selected slots' masks and the probabilities that the suppression test
   needs are read back. The masks are encoded once per frame, in the network's query order, and
-  every variant's matching only reorders them.
+  every variant's matching only reorders them. `stream_video_variants` reads each record's masks
+  back only when the record is taken, so a caller that writes records out one at a time (as
+  `clipvis infer` does) never holds a whole video's output.
 
 A frame's mask is suppressed for a selected (slot, class) when sqrt(sigmoid(p_t[class]) · o_t) <
 0.1 · s (s: the pair's video score). As sigmoid(p) >= 0.5, only frames with o_t < 0.02 · s² can be
@@ -97,6 +99,20 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
     Settings other than `matching` and `scoring` come from the first variant. `switches` (if given)
     accumulates each variant's slot switches.
     """
+    with stream_video_variants(model, frames, text, variants, video_id, category_ids, timings, on_frames,
+                               switches) as records:
+        return {name: list(variant_records) for name, variant_records in records.items()}
+
+
+@contextmanager
+def stream_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text: TextEmbeddings,
+                          variants: dict[str, Config], video_id: int | str = 1,
+                          category_ids: list[int] | None = None, timings: dict[str, float] | None = None,
+                          on_frames: Callable[[int], None] | None = None,
+                          switches: dict[str, SlotSwitches] | None = None) -> Iterator[dict[str, Iterator[dict]]]:
+    """`segment_video_variants` whose records come one at a time, each read from the temporary file when
+    it is taken: memory stays flat in video length when each record is written out before the next is
+    taken. The records must be taken inside the `with` block (the file is deleted when it ends)."""
     cfg = next(iter(variants.values()))
     if cfg.infer.frames_per_chunk < 1:
         raise InputError("config", "infer.frames_per_chunk", f"must be >= 1, got {cfg.infer.frames_per_chunk}")
@@ -128,9 +144,8 @@ def segment_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text:
         if switches is not None:
             for name, video in videos.items():
                 switches.setdefault(name, SlotSwitches()).add(video.switches)
-        with timer("postprocess"):
-            return {name: videos[name].results(variant.scoring.detections_per_video, video_id, category_ids)
-                    for name, variant in variants.items()}
+        yield {name: videos[name].results(variant.scoring.detections_per_video, video_id, category_ids)
+               for name, variant in variants.items()}
     finally:
         for video in videos.values():
             video.close()
@@ -263,22 +278,22 @@ class StreamingVideo:
         self.switches.add(SlotSwitches(int(showing.sum()), int((changed & showing).sum())))
         self._last_perm = perms[-1]
 
-    def results(self, k: int, video_id: int | str, category_ids: list[int] | None = None) -> list[dict]:
-        """YTVIS records of the top-k (slot, class) pairs, best final score first."""
-        selection = select_instances(
-            self.score_sums.scores(), torch.cat(self._object_probs), self.spilled,
-            torch.cat(self._mask_sums), torch.cat(self._mask_counts), k)
+    def results(self, k: int, video_id: int | str, category_ids: list[int] | None = None) -> Iterator[dict]:
+        """YTVIS records of the top-k (slot, class) pairs, best final score first, each read from the
+        temporary file as it is taken."""
+        with self.timer("postprocess"):
+            selection = select_instances(
+                self.score_sums.scores(), torch.cat(self._object_probs), self.spilled,
+                torch.cat(self._mask_sums), torch.cat(self._mask_counts), k)
         height, width = self.output_size
-        records = []
         for query, label, score, kept in zip(selection.queries.tolist(), selection.labels.tolist(),
                                              selection.scores.tolist(), selection.kept.tolist()):
-            segmentations = [{"size": [height, width],
-                              "counts": self.spilled.mask_counts(frame, query) if keep else empty_rle(self.output_size)}
-                             for frame, keep in enumerate(kept)]
-            records.append({"video_id": video_id, "score": score,
-                            "category_id": category_ids[label] if category_ids else label + 1,
-                            "segmentations": segmentations})
-        return records
+            with self.timer("postprocess"):
+                segmentations = [{"size": [height, width], "counts": self.spilled.mask_counts(frame, query)
+                                  if keep else empty_rle(self.output_size)} for frame, keep in enumerate(kept)]
+            yield {"video_id": video_id, "score": score,
+                   "category_id": category_ids[label] if category_ids else label + 1,
+                   "segmentations": segmentations}
 
     def close(self) -> None:
         """Delete the temporary file."""
