@@ -112,6 +112,20 @@ def test_track_classification_takes_the_best_scored_prediction_that_finds_each_t
     assert report["top1_of_found"] == {"overall": round(2 / 3, 4), "base": 0.0, "novel": 1.0}
 
 
+def test_frame_recall_counts_each_object_in_each_frame_by_its_size():
+    gt = {"annotations": [
+        {"video_id": 1, "category_id": 3, "segmentations": [box(0, 0, 10), box(0, 0, 10)]},  # 25 % of the frame
+        {"video_id": 1, "category_id": 4, "segmentations": [box(12, 12, 3), None]},  # 2.25 %
+    ]}
+    results = [
+        {"video_id": 1, "category_id": 3, "score": 0.9, "segmentations": [box(0, 0, 10), None]},
+        {"video_id": 1, "category_id": 4, "score": 0.8, "segmentations": [box(12, 12, 2), box(0, 0, 4)]},  # IoU 4/9, 0.16
+    ]
+    report = toy_diagnostics.frame_recall(toy_diagnostics.TrackOverlaps(gt, results))
+    assert report["objects"] == 3 and report["found"] == round(1 / 3, 4)
+    assert report["found_by_area"] == {"0-0.01": None, "0.01-0.025": 0.0, "0.025-0.06": None, "0.06-1": 0.5}
+
+
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

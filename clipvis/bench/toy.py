@@ -17,7 +17,9 @@
   own tracks are classified: the share of ground-truth tracks found (some predicted track overlaps them
   with video IoU >= 0.5) and, of those found, the share whose best-scored overlapping prediction has
   their category (overall, base, novel). Set beside the ground-truth-mask top-1, it tells whether AP
-  is lost to masks and tracks or to the classification of the segmenter's own masks.
+  is lost to masks and tracks or to the classification of the segmenter's own masks. `frames`: the share
+  of ground-truth objects, frame by frame, that some result's mask in that frame overlaps with IoU >= 0.5,
+  overall and by the object's area as a share of the frame's (whether masks or tracking lose them).
 - `training`: the mean total loss over the last tenth of the logged iterations and the tenth before
   (from MLflow); the loss still falls when the last is more than 1 % below the one before.
 """
@@ -42,7 +44,8 @@ from clipvis.model.clip_encoder import cover_logits
 log = logging.getLogger(__name__)
 
 VIDEO_BENCHMARKS = ("toy_lvvis", "toy_ovis")
-FOUND_IOU = 0.5  # a ground-truth track is found by a predicted track overlapping it this much (video IoU)
+FOUND_IOU = 0.5  # a ground-truth track (object) is found by a predicted track (mask) overlapping it this much
+AREA_BOUNDS = (0.01, 0.025, 0.06)  # object area / frame area: the bounds of the size groups of `frames`
 STILL_FALLING = 0.01  # relative drop of the loss between the last two tenths that counts as falling
 DEFAULT_VARIANT = "default"
 
@@ -168,7 +171,8 @@ def segmenter_quality(infer_dir: Path, benchmark_name: str, root: Path) -> dict:
     switches = {name: read_json(infer_dir / name / layout.MATCHING_FILE)["switch_rate"]
                 for name in read_json(manifest)["variants"]}
     return {"AP": metrics["AP"], "APb": metrics["APb"], "APn": metrics["APn"], "oracle_class_AP": oracle["AP"],
-            "slot_switch_rate": switches, "tracks": track_classification(overlaps, novel_ids(benchmark, root))}
+            "slot_switch_rate": switches, "tracks": track_classification(overlaps, novel_ids(benchmark, root)),
+            "frames": frame_recall(overlaps)}
 
 
 class TrackOverlaps:
@@ -223,6 +227,28 @@ def track_classification(overlaps: TrackOverlaps, novel: set[int]) -> dict:
     return {"tracks": len(found), "found": _share(found),
             "top1_of_found": {group: _share(right[found & chosen]) for group, chosen in
                               (("overall", np.ones_like(found)), ("base", ~is_novel), ("novel", is_novel))}}
+
+
+def frame_recall(overlaps: TrackOverlaps) -> dict:
+    """Per ground-truth object per frame: found when a kept result's mask in that frame overlaps it with IoU >=
+    FOUND_IOU. The number of objects and the share found, overall and per size group (object area over frame
+    area, groups bounded by AREA_BOUNDS)."""
+    found, area_share = [], []
+    for video_id, truths in overlaps.truths.items():
+        predictions = [r["segmentations"] for r in overlaps.results if r["video_id"] == video_id]
+        for frame in range(len(truths[0]["segmentations"])):
+            objects = [t["segmentations"][frame] for t in truths if t["segmentations"][frame]]
+            masks = [p[frame] for p in predictions if p[frame]]
+            if not objects:
+                continue
+            ious = mask_api.iou(masks, objects, [0] * len(objects)) if masks else np.zeros((0, len(objects)))
+            found += (np.asarray(ious).reshape(len(masks), len(objects)) >= FOUND_IOU).any(0).tolist()
+            area_share += [float(mask_api.area(o)) / (o["size"][0] * o["size"][1]) for o in objects]
+    found, group = np.array(found, dtype=bool), np.digitize(area_share, AREA_BOUNDS)
+    bounds = ["0", *(f"{b:g}" for b in AREA_BOUNDS), "1"]
+    return {"objects": len(found), "found": _share(found),
+            "found_by_area": {f"{low}-{high}": _share(found[group == i]) for i, (low, high) in
+                              enumerate(zip(bounds, bounds[1:]))}}
 
 
 def video_iou(prediction: list, truth: list) -> float:

@@ -23,6 +23,7 @@ COLUMNS = {
     "GT-mask top-1 % novel": ("gt_mask_classification", "novel"),
     "AP": ("segmenter", "AP"),
     "oracle-class AP": ("segmenter", "oracle_class_AP"),
+    "objects found per frame %": ("segmenter", "frames", "found"),
     "tracks found %": ("segmenter", "tracks", "found"),
     **{f"own-track top-1 % {group}": ("segmenter", "tracks", "top1_of_found", group)
        for group in ("overall", "base", "novel")},
@@ -68,7 +69,8 @@ def render_diagnostics(model: str, report: dict) -> str:
     caption = (f"What bounds the toy experiment (<code>clipvis bench toy</code>, model {html.escape(model)}, frames "
                f"every {report['frame_step']}): ground-truth objects whose mask survives at the CLIP stride; "
                "top-1 of CLIP pooled over ground-truth masks (a vanished mask counts as wrong); AP and oracle-class "
-               "AP (each track labelled with its best-overlapping ground truth's class); ground-truth tracks found by a "
+               "AP (each track labelled with its best-overlapping ground truth's class); ground-truth objects found, frame "
+               "by frame, by a predicted mask (IoU &ge; 0.5); ground-truth tracks found by a "
                "predicted track (video IoU &ge; 0.5) and, of those, the share whose best-scored finder has their class "
                "(own-track top-1); slot switches.")
     table = (f'<table class="results" id="diagnostics"><caption>{caption}</caption><thead><tr><th>benchmark</th>'
