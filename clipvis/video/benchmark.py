@@ -1,10 +1,11 @@
 """Inference over every video of a benchmark (`clipvis infer`) -> DIR/results.json.
 
-Each finished video's records are written atomically (fsynced) to DIR/progress/<video_id>.jsonl (a
-header line, then one record per line, each written as it comes from the temporary file of
-`stream_video_variants`, so memory stays flat in video length) with the digest of what made them (benchmark, checkpoint hash, the settings that change results), so a
-killed run resumes at the next unfinished video, and a rerun with another checkpoint or other settings
-redoes every video instead of mixing them in; a damaged progress file is redone too
+Each finished video's records are written atomically (fsynced) to DIR/progress/<video_id>.jsonl: a
+header line with the digest of what made them (benchmark, checkpoint hash, the settings that change
+results), then one record per line, each written as it comes from `stream_video_variants` (no whole
+video's output is held in memory). So a killed run resumes at the next unfinished video, and a rerun
+with another checkpoint or other settings redoes every video instead of mixing them in; a damaged
+progress file is redone too
 (DIR/progress/settings.json shows the settings in full). DIR/results.json (all videos, in annotation
 order) and DIR/config.yaml are written at the end, atomically. DIR is locked while a run writes it: a
 second run on the same DIR stops at once with a message.
@@ -196,17 +197,17 @@ class Progress:
             return None
         try:
             with path.open() as lines:
-                problem = self._problem(lines, video)
+                header = json.loads(next(lines, "null"))
+                problem = self._problem(header, lines, video)
         except (OSError, ValueError, RecursionError):
             problem = "damaged (unreadable)"
-        if isinstance(problem, str):
+        if problem:
             log.warning("%s: %s; the video is run again", path, problem)
             return None
-        return problem
+        return header
 
-    def _problem(self, lines: Iterator[str], video: dict) -> str | dict:
-        """What is wrong with the file, or its header when nothing is."""
-        header = json.loads(next(lines, "null"))
+    def _problem(self, header, records: Iterator[str], video: dict) -> str | None:
+        """What is wrong with a progress file (its parsed header, then its record lines), or None."""
         if not isinstance(header, dict):
             return "damaged (not a progress file)"
         if header.get("settings") != self.digest:
@@ -217,12 +218,12 @@ class Progress:
         switches = header.get("switches")
         if not (isinstance(switches, dict) and all(isinstance(switches.get(k), int) for k in ("object_slots", "switches"))):
             return "damaged (no slot-switch counts)"
-        for line in lines:
+        for line in records:
             record = json.loads(line)
             if not (isinstance(record, dict) and record.get("video_id") == video["id"]
                     and isinstance(record.get("segmentations"), list) and len(record["segmentations"]) == frames):
                 return "damaged (a record is not one of this video's results)"
-        return header
+        return None
 
     def loaded(self, videos: list[dict]) -> Iterator[tuple[dict, Path]]:
         """Every video's progress header and file, in order; a missing or damaged one now is an error (it was
