@@ -111,8 +111,8 @@ def stream_video_variants(model: CLIPVIS, frames: Iterable[torch.Tensor], text: 
                           on_frames: Callable[[int], None] | None = None,
                           switches: dict[str, SlotSwitches] | None = None) -> Iterator[dict[str, Iterator[dict]]]:
     """`segment_video_variants` whose records come one at a time, each read from the temporary file when
-    it is taken: memory stays flat in video length when each record is written out before the next is
-    taken. The records must be taken inside the `with` block (the file is deleted when it ends)."""
+    it is taken: a caller that writes each record out before taking the next never holds the whole
+    video's output. The records must be taken inside the `with` block (the file is deleted when it ends)."""
     cfg = next(iter(variants.values()))
     if cfg.infer.frames_per_chunk < 1:
         raise InputError("config", "infer.frames_per_chunk", f"must be >= 1, got {cfg.infer.frames_per_chunk}")
