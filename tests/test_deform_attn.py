@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipvis.model.deform_attn import MSDeformAttn, ms_deform_attn_core
+from clipvis.model.deform_attn import MSDeformAttn, grid_sampled_core, ms_deform_attn_core
 
 
 def slow_core(value, spatial_shapes, locations, weights):
@@ -33,23 +33,6 @@ def slow_core(value, spatial_shapes, locations, weights):
     return out.view(n_img, lq, heads * head_dim)
 
 
-def grid_sample_core(value, spatial_shapes, locations, weights):
-    """The usual pure-PyTorch formulation: grid_sample per level, stack, weighted sum."""
-    n_img, _, heads, head_dim = value.shape
-    _, lq, _, levels, points, _ = locations.shape
-    areas = [int(h * w) for h, w in spatial_shapes]
-    samples = []
-    for level, level_value in enumerate(value.split(areas, 1)):
-        height, width = (int(v) for v in spatial_shapes[level])
-        maps = level_value.permute(0, 2, 3, 1).reshape(n_img * heads, head_dim, height, width)
-        grid = 2 * locations[:, :, :, level].transpose(1, 2).reshape(n_img * heads, lq, points, 2) - 1
-        samples.append(F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
-    stacked = torch.stack(samples, -2).flatten(-2)  # (N·heads, head_dim, Lq, levels·points)
-    w = weights.transpose(1, 2).reshape(n_img * heads, 1, lq, levels * points)
-    out = (stacked * w).sum(-1).view(n_img, heads * head_dim, lq)
-    return out.transpose(1, 2)
-
-
 def random_inputs(generator, n_img, lq, heads, head_dim, shapes, points, spread=0.3, dtype=torch.float32):
     spatial_shapes = torch.tensor(shapes, dtype=torch.int64)
     s = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
@@ -70,10 +53,11 @@ def test_core_matches_direct_definition_including_outside_and_border_points():
     locations[0, :, 0, 0, 0] = special
     locations[1, :, 1, 2, 2] = special
     expected = slow_core(value, shapes, locations, weights)
-    got = ms_deform_attn_core(value, shapes, locations, weights)
-    assert got.shape == (2, 6, 6)
-    assert got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+    for core in (ms_deform_attn_core, grid_sampled_core):  # the gather (no gradients) and grid_sample
+        got = core(value, shapes, locations, weights)
+        assert got.shape == (2, 6, 6)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_point_on_a_pixel_centre_reads_that_pixel():
@@ -92,8 +76,30 @@ def test_core_matches_grid_sample_on_random_shapes(seed):
     g = torch.Generator().manual_seed(seed)
     shapes = [tuple(int(v) for v in torch.randint(1, 13, (2,), generator=g)) for _ in range(1 + seed)]
     value, shapes, locations, weights = random_inputs(g, 2, 40, 3, 8, shapes, 4, spread=0.5)
-    expected = grid_sample_core(value, shapes, locations, weights)
+    expected = grid_sampled_core(value, shapes, locations, weights)
     torch.testing.assert_close(ms_deform_attn_core(value, shapes, locations, weights), expected, atol=1e-5, rtol=1e-5)
+
+
+def autograd_nodes(output) -> set[str]:
+    """The names of the nodes of the autograd graph that made `output`."""
+    names, seen, stack = set(), set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            names.add(node.name())
+            stack += [parent for parent, _ in node.next_functions]
+    return names
+
+
+def test_core_uses_grid_sample_when_autograd_records_and_gives_the_same_output():
+    g = torch.Generator().manual_seed(5)
+    value, shapes, locations, weights = random_inputs(g, 2, 30, 2, 4, [(5, 6), (3, 3)], 2, spread=0.5)
+    gathered = ms_deform_attn_core(value, shapes, locations, weights)
+    assert gathered.grad_fn is None
+    recorded = ms_deform_attn_core(value.requires_grad_(), shapes, locations, weights)
+    assert "GridSampler2DBackward0" in autograd_nodes(recorded)
+    torch.testing.assert_close(recorded.detach(), gathered, atol=1e-5, rtol=1e-5)
 
 
 def test_core_gradients_match_finite_differences():
@@ -167,5 +173,5 @@ def test_msdeformattn_matches_the_textbook_formula():
     locations = reference[:, :, None, None, None, :] + offsets / shapes.flip(-1)[:, None, :]
     weights = attn.attention_weights(query).view(2, 7, 2, 6).softmax(-1).view(2, 7, 2, 2, 3)
     value = attn.value_proj(value_input).view(2, 26, 2, 8)
-    expected = attn.output_proj(grid_sample_core(value, shapes, locations, weights))
+    expected = attn.output_proj(grid_sampled_core(value, shapes, locations, weights))
     torch.testing.assert_close(attn(query, reference, value_input, shapes), expected, atol=1e-5, rtol=1e-5)

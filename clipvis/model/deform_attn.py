@@ -1,10 +1,14 @@
 """Multi-scale deformable attention (Deformable DETR) in plain PyTorch, fast on CPU.
 
 Each query and head reads `levels · points` bilinear samples of the value maps and sums them with
-its attention weights. The core folds the attention weight into the four bilinear corner weights,
-so the whole operation is one weighted gather-and-sum: `F.embedding_bag` over the value rows, with
-48 (row index, weight) pairs per (query, head) at the default sizes. Nothing of size
-`samples × head_dim` is ever materialised, unlike the grid_sample formulation.
+its attention weights. Two formulations of the same sum, one for each direction of autograd:
+- without gradients (inference), the core folds the attention weight into the four bilinear corner
+  weights, so the whole operation is one weighted gather-and-sum: `F.embedding_bag` over the value
+  rows, with 48 (row index, weight) pairs per (query, head) at the default sizes. Nothing of size
+  `samples × head_dim` is materialised. This is 3× faster than grid_sample's forward on CPU;
+- with gradients (training), `grid_sample` per level, then the weighted sum. Its backward is 2.5×
+  faster on CPU than embedding_bag's, whose weighted backward sorts the rows and adds them one by one.
+The two agree to float rounding (tests/test_deform_attn.py).
 """
 
 from __future__ import annotations
@@ -29,7 +33,38 @@ def ms_deform_attn_core(
 
     Same as `grid_sample(bilinear, zeros padding, align_corners=False)` at each point: pixel
     coordinate x·W − 0.5, corners outside the map count as zero. Differentiable in value,
-    sampling_locations and attention_weights.
+    sampling_locations and attention_weights: when autograd records, `grid_sampled_core` computes it.
+    """
+    inputs = (value, sampling_locations, attention_weights)
+    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs):
+        return grid_sampled_core(value, spatial_shapes, sampling_locations, attention_weights)
+    return _gathered_core(value, spatial_shapes, sampling_locations, attention_weights)
+
+
+def grid_sampled_core(
+    value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """`ms_deform_attn_core` as grid_sample per level, stacked, then the weighted sum over levels · points.
+    It samples in the locations' dtype (float32 also under a bfloat16 autocast) and returns value's dtype."""
+    n, _, heads, head_dim = value.shape
+    _, lq, _, levels, points, _ = sampling_locations.shape
+    sizes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    samples = []
+    for level, (level_value, (h, w)) in enumerate(zip(value.split([h * w for h, w in sizes], 1), sizes)):
+        grid = 2 * sampling_locations[:, :, :, level].transpose(1, 2).reshape(n * heads, lq, points, 2) - 1
+        maps = level_value.permute(0, 2, 3, 1).reshape(n * heads, head_dim, h, w).to(grid.dtype)
+        samples.append(F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros",
+                                     align_corners=False))  # (N·heads, head_dim, Lq, points)
+    stacked = torch.stack(samples, -2).flatten(-2)  # (N·heads, head_dim, Lq, levels·points)
+    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, lq, levels * points).to(stacked.dtype)
+    out = (stacked * weights).sum(-1).view(n, heads * head_dim, lq).transpose(1, 2)
+    return out.to(value.dtype)
+
+
+def _gathered_core(
+    value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """`ms_deform_attn_core` as one weighted `embedding_bag` over the value rows.
 
     The maps are read through a zero border (one pixel before, two after, in x and y), and each
     point is clamped into [−1, W] × [−1, H]: then all four corners of every point are rows of the
