@@ -10,7 +10,8 @@ from clipvis.commands import embed as embed_command
 from clipvis.model import text_classifier
 from clipvis.model.clip_encoder import FrozenCLIP
 from clipvis.model.text_classifier import (TEMPLATES, class_text_embeddings, classification_logits,
-                                           encode_prompts, split_synonyms, text_embeddings)
+                                           encode_prompts, inference_text_embeddings, split_synonyms,
+                                           text_embeddings)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,28 @@ def test_cache_is_reused_and_keyed_by_vocabulary(clip, tmp_path, monkeypatch):
 
     text_embeddings(clip, ["cat", "dog", "bird"], tmp_path)
     assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_inference_drops_the_text_tower_after_embedding_and_keeps_the_image_side(tmp_path):
+    torch.manual_seed(0)
+    clip = FrozenCLIP("clipvis_toy_rn", None)
+    weights_id = clip.weights_id
+    images = torch.randn(1, 3, 64, 64)
+    features = clip.features(images)
+    expected = text_embeddings(clip, ["cat", "dog"], None)
+    parameters = sum(p.numel() for p in clip.parameters())
+    text_weights = sum(p.numel() for name, p in clip.clip.named_parameters()
+                       if not name.startswith("visual.") and name != "logit_scale")
+
+    got = inference_text_embeddings(clip, ["cat", "dog"], tmp_path)
+    assert torch.equal(got.embeddings, expected.embeddings)
+    assert sum(p.numel() for p in clip.parameters()) == parameters - text_weights
+    assert clip.weights_id == weights_id  # the cache key of the whole CLIP, still
+    assert clip.embed_dim == expected.embeddings.shape[1] and clip.logit_scale > 0
+    assert all(torch.equal(a, b) for a, b in zip(clip.features(images).values(), features.values()))
+    with pytest.raises(RuntimeError, match="text tower was dropped"):
+        class_text_embeddings(clip, ["bird"])
+    assert torch.equal(text_embeddings(clip, ["cat", "dog"], tmp_path).embeddings, expected.embeddings)  # cached
 
 
 def run_embed(argv: list[str], capsys) -> str:

@@ -31,7 +31,7 @@ from clipvis.evaluation.image_ap import image_ap, segment_image
 from clipvis.files import write_json
 from clipvis.layout import CONFIG_FILE, METRICS_FILE, RESULTS_FILE
 from clipvis.model.checkpoint import inference_device, load_model
-from clipvis.model.text_classifier import text_embeddings
+from clipvis.model.text_classifier import inference_text_embeddings
 from clipvis.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def evaluate_images(cfg, dataset: str, checkpoint: str | Path, out_dir: str | Pa
 
     model = load_model(cfg, checkpoint, inference_device(cfg.infer.device))
     vocabulary = categories(benchmark, root)
-    text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
+    text = inference_text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
     category_ids = [c["id"] for c in vocabulary]
     out_dir = Path(out_dir)
     save_config(cfg, out_dir / CONFIG_FILE)

@@ -34,6 +34,7 @@ open_clip.add_model_config(CONFIG_DIR)
 FEATURE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 MASK_STRIDE = 4  # the segmenter's mask logits are at a quarter of the (padded) input
 PRETRAINED_SET_KEY = "clip.pretrained"  # the config key that points at a local checkpoint
+TEXT_TOWER = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection", "attn_mask")
 RANDOM_WEIGHTS_SEED = 0  # random-weight CLIPs (pretrained None) are the same in every process
 
 
@@ -118,6 +119,15 @@ class FrozenCLIP(nn.Module):
         self.clip.eval()
         return self
 
+    def drop_text_tower(self) -> None:
+        """Free the text tower (RN50: 64 M of its 102 M weights; ConvNeXt-B: 91 M of 179 M) once the
+        vocabulary is embedded: classification needs only the text embeddings. `weights_id` keeps the
+        value it had with every weight; `encode_text` fails afterwards."""
+        self.weights_id  # noqa: B018  (fixed while the text weights are still there)
+        for name in TEXT_TOWER:
+            if hasattr(self.clip, name):
+                delattr(self.clip, name)
+
     @property
     def logit_scale(self) -> float:
         """CLIP's learned log temperature (ln 100 for OpenAI RN50)."""
@@ -163,6 +173,8 @@ class FrozenCLIP(nn.Module):
         gives the same embeddings.
         """
         clip = self.clip
+        if not hasattr(clip, "transformer"):
+            raise RuntimeError("the CLIP's text tower was dropped (drop_text_tower): embed the vocabulary before")
         length = tokens.shape[1]
         dtype = clip.transformer.get_cast_dtype()
         x = clip.token_embedding(tokens).to(dtype) + clip.positional_embedding[:length].to(dtype)

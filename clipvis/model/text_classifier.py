@@ -127,6 +127,14 @@ def text_embeddings(clip: FrozenCLIP, class_names: list[str], cache_dir: str | P
     return result
 
 
+def inference_text_embeddings(clip: FrozenCLIP, class_names: list[str], cache_dir: str | Path | None) -> TextEmbeddings:
+    """`text_embeddings`, then the CLIP's text tower freed (`FrozenCLIP.drop_text_tower`): inference
+    classifies with the embeddings alone, and its frames reuse that memory."""
+    text = text_embeddings(clip, class_names, cache_dir)
+    clip.drop_text_tower()
+    return text
+
+
 def classification_logits(visual: torch.Tensor, text: torch.Tensor, synonym_class: torch.Tensor,
                           num_classes: int, logit_scale: float, valid: torch.Tensor | None = None) -> torch.Tensor:
     """(..., D) visual embeddings -> (..., num_classes) logits.

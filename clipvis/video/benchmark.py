@@ -45,7 +45,7 @@ from clipvis.errors import InputError
 from clipvis.files import atomic_path, file_sha256, output_lock, read_json, relative_file_name, write_json
 from clipvis.layout import CONFIG_FILE, MATCHING_FILE, PROGRESS_DIR, RESULTS_FILE, SETTINGS_FILE, SUBMISSION_FILE
 from clipvis.model.checkpoint import inference_device, load_model
-from clipvis.model.text_classifier import text_embeddings
+from clipvis.model.text_classifier import inference_text_embeddings
 from clipvis.tracking import shared_params, stage_run
 from clipvis.video import inference
 from clipvis.video.frames import image_file_frames
@@ -84,7 +84,7 @@ def infer_benchmark(cfg, benchmark_name: str, checkpoint: str | Path, out_dir: s
         device = inference_device(cfg.infer.device)
         model = load_model(cfg, checkpoint, device)
         vocabulary = categories(benchmark, root)
-        text = text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
+        text = inference_text_embeddings(model.clip, [c["name"] for c in vocabulary], cfg.clip.text_cache)
         category_ids = [c["id"] for c in vocabulary]
         for name, variant in variants.items():
             save_config(variant, out_dirs[name] / CONFIG_FILE)
