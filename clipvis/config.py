@@ -130,6 +130,9 @@ class InferConfig:
     # "bf16": the network runs under bfloat16 autocast (sampling locations stay float32); classification,
     # matching and scoring stay float32. Faster where the CPU has bf16 instructions (avx512_bf16, AMX) or on CUDA.
     precision: Literal["fp32", "bf16"] = "fp32"
+    # True: the network runs through torch.compile (inductor), compiled once per input size on first use
+    # (a minute or more on 2 CPU cores), then about a sixth faster per frame on CPU; eager where compiling fails.
+    compile: bool = False
 
 
 @dataclass

@@ -68,3 +68,13 @@ def test_speed_and_memory_benches_build_the_papers_network_not_the_toy_defaults(
         assert cfg.infer.frames_per_chunk == paper.infer.frames_per_chunk and cfg.clip.pretrained is None
     assert (paper.model.hidden_dim, paper.model.num_queries, paper.model.enc_points) == (256, 100, 4)
     assert _config(MEMORY_SCALES["narrow"][0]).model.hidden_dim == 64
+
+
+def test_bench_infer_refuses_an_unknown_mode_before_building_anything():
+    import pytest
+
+    from clipvis.bench.inference import bench_infer
+    from clipvis.errors import InputError
+
+    with pytest.raises(InputError, match="unknown mode"):
+        bench_infer(frames=1, clips=("RN50",), modes=("eager", "fast"))

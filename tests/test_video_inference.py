@@ -1,4 +1,5 @@
 import copy
+import logging
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from clipvis.config import load_config
 from clipvis.errors import InputError
-from clipvis.model.clipvis_model import CLIPVIS
+from clipvis.model.clipvis_model import CLIPVIS, EAGER
 from clipvis.model.weighted_scores import video_scores
 from clipvis.model.text_classifier import text_embeddings
 from clipvis.model.postprocess import resize_for_inference
@@ -200,6 +201,38 @@ def test_bf16_option_keeps_the_detections_close_to_float32(setup):
     change = compare_detections(reference, result)
     assert change["kept"] >= 0.8 * len(reference) and change["mean_iou"] > 0.9
     assert change["max_score_delta"] < 0.05 * change["max_score"]
+
+
+def test_compiled_network_gives_the_eager_detections(setup):
+    """infer.compile: the network through torch.compile (a real inductor compilation, about a minute)."""
+    cfg, model, text, frames = setup
+    model = copy.deepcopy(model)
+    compiled = copy.deepcopy(cfg)
+    compiled.infer.compile = True
+    reference = segment_video(model, iter(frames), text, cfg)
+    result = segment_video(model, iter(frames), text, compiled)
+    assert callable(model._compiled_forward)  # compiled, not fallen back to eager
+    change = compare_detections(reference, result, min_iou=0.99)
+    assert change["kept"] == len(reference) == len(result)
+    assert change["max_score_delta"] < 1e-4 * change["max_score"]
+
+
+def test_a_failed_compilation_falls_back_to_eager_with_a_warning(setup, monkeypatch, caplog):
+    import torch._inductor.config as inductor_config
+
+    cfg, model, _, _ = setup
+    model = copy.deepcopy(model)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-compiler",))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # nothing compiled earlier is reused
+    images = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode(), caplog.at_level(logging.WARNING, logger="clipvis.model.clipvis_model"):
+        outputs = model.infer(images, compiled=True)
+        assert model._compiled_forward == EAGER and "torch.compile failed" in caplog.text
+        eager = model(images, with_aux=False)
+        again = model.infer(images, compiled=True)  # no second try
+    assert caplog.text.count("torch.compile failed") == 1
+    for key in ("pred_masks", "pred_object_logits", "pred_embds"):
+        assert torch.equal(outputs[key], eager[key]) and torch.equal(again[key], eager[key])
 
 
 def test_select_instances_by_hand():

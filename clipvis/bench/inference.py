@@ -3,12 +3,13 @@
 Both use random weights (`clip.pretrained=null`) and a synthetic video (coloured shapes drifting over
 a gradient, so that masks have realistic outlines), through the real pipeline (`segment_video`).
 
-- infer: for each paper CLIP (RN50, ConvNeXt-B; 100 queries, 6+6 layers), precision (fp32, bf16) and
-  chunk size, at 480x640 with a 1,196-class vocabulary (random text embeddings): seconds per frame of
-  streaming inference and, alternating with it in the same process, of the network alone (network and
-  classification, frame by frame), their ratio, and where the streaming time goes (trunk, pixel
-  decoder, deformable core, query decoder, classification, matching, post-processing with its
-  upsampling, RLE and temporary-file parts); with both precisions, how bf16 changes the detections.
+- infer: for each paper CLIP (RN50, ConvNeXt-B; 100 queries, 6+6 layers), precision (fp32, bf16), chunk
+  size and mode (eager, or compiled with `infer.compile`), at 480x640 with a 1,196-class vocabulary
+  (random text embeddings): seconds per frame of streaming inference and, alternating with it in the
+  same process, of the network alone (network and classification, frame by frame), their ratio, and
+  where the streaming time goes (trunk, pixel decoder, deformable core, query decoder, classification,
+  matching, post-processing with its upsampling, RLE and temporary-file parts; a compiled network is
+  timed as a whole); the warm-up pass (which compiles); how bf16 and compiling change the detections.
 - memory: peak RSS of inference on a short and a long video, each in a fresh process; the target is
   a long-video peak within 10% of the short one. `--scale paper` runs the paper's RN50 model on
   480x640 frames, `narrow` (default, quick) a narrowed model on 240x320 frames.
@@ -16,6 +17,7 @@ a gradient, so that masks have realistic outlines), through the real pipeline (`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +33,8 @@ import numpy as np
 import pycocotools.mask as mask_api
 import torch
 
+from clipvis.errors import InputError
+
 log = logging.getLogger(__name__)
 
 PAPER_CLIPS = ("RN50", "convnext_base_w_320")
@@ -43,12 +47,13 @@ STREAMING_PARTS = ("resize", "model", "classification", "matching", "postprocess
 PEAK_TARGET_MB = 2048
 MODEL_SEED_TRIES = 20
 GROWTH_TARGET = 0.10
+MODES = ("eager", "compiled")  # the network without and with `infer.compile`
 
 
 def run_infer(args) -> dict:
     return bench_infer(frames=args.infer_frames, clips=tuple(args.clips.split(",")),
-                       precisions=tuple(args.precisions.split(",")),
-                       chunks=tuple(int(c) for c in args.chunks.split(",")), repeats=args.repeats, seed=args.seed)
+                       precisions=tuple(args.precisions.split(",")), chunks=tuple(int(c) for c in args.chunks.split(",")),
+                       modes=tuple(args.modes.split(",")), repeats=args.repeats, seed=args.seed)
 
 
 def run_memory(args) -> dict:
@@ -58,68 +63,83 @@ def run_memory(args) -> dict:
 
 def bench_infer(frames: int = 10, height: int = 480, width: int = 640, classes: int = LVVIS_CLASSES,
                 clips: tuple[str, ...] = PAPER_CLIPS, precisions: tuple[str, ...] = ("fp32", "bf16"),
-                chunks: tuple[int, ...] = (10,), repeats: int = 2, devices: tuple[str, ...] | None = None,
-                seed: int = 0) -> dict:
-    """Per CLIP, device, precision and chunk size: streaming and network-only seconds per frame (the
-    minimum over `repeats` alternating rounds, after a warm-up), their ratio and the streaming time's
-    parts; same-run ratios between precisions and chunk sizes; bf16's effect on the detections."""
+                chunks: tuple[int, ...] = (10,), modes: tuple[str, ...] = ("eager",), repeats: int = 2,
+                devices: tuple[str, ...] | None = None, seed: int = 0) -> dict:
+    """Per CLIP, device, precision, chunk size and mode ("eager", "compiled"): streaming and network-only
+    seconds per frame (the minimum over `repeats` alternating rounds, after a warm-up), their ratio and
+    the streaming time's parts; same-run ratios between precisions, chunk sizes and modes; the effect of
+    bf16 and of compiling on the detections."""
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise InputError("--modes", ",".join(sorted(unknown)), f"unknown mode; choose from {', '.join(MODES)}")
     devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
-    runs, ratios, bf16_detections = [], {}, {}
+    runs, ratios, detections = [], {}, {}
     for clip in clips:
         for device in devices:
-            measured = _measure_clip(clip, device, frames, height, width, classes, precisions, chunks, repeats, seed)
+            measured = _measure_clip(clip, device, frames, height, width, classes, precisions, chunks, modes,
+                                     repeats, seed)
             runs += measured["runs"]
             ratios.update(measured["ratios"])
-            if "detections" in measured:
-                bf16_detections[f"{clip} {device}"] = measured["detections"]
+            detections.update({f"{clip} {device} {name}": value for name, value in measured["detections"].items()})
     return {"frames": frames, "frame_size": [height, width], "classes": classes, "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "repeats": repeats,
             "seconds": "per frame, the minimum over repeats", "runs": runs, "ratios": ratios,
-            "bf16_vs_fp32_detections": bf16_detections}
+            "detections_kept": detections}
 
 
 def _measure_clip(clip: str, device: str, frames: int, height: int, width: int, classes: int,
-                  precisions: tuple[str, ...], chunks: tuple[int, ...], repeats: int, seed: int) -> dict:
+                  precisions: tuple[str, ...], chunks: tuple[int, ...], modes: tuple[str, ...], repeats: int,
+                  seed: int) -> dict:
     from clipvis.heap import keep_freed_memory
     from clipvis.model.checkpoint import inference_device
 
     keep_freed_memory()
-    settings = [(precision, chunk) for precision in precisions for chunk in chunks]
+    settings = [(precision, chunk, mode) for precision in precisions for chunk in chunks for mode in modes]
     configs = {s: _config([f"clip.model={clip}", f"infer.device={device}", f"infer.precision={s[0]}",
-                           f"infer.frames_per_chunk={s[1]}"]) for s in settings}
+                           f"infer.frames_per_chunk={s[1]}", f"infer.compile={s[2] == 'compiled'}"])
+               for s in settings}
     model, model_seed = random_weight_model(configs[settings[0]], inference_device(device), seed, height, width)
     text = random_vocabulary(model.clip.embed_dim, classes, seed)
     video = list(synthetic_frames(frames, height, width, seed))
     best: dict[tuple, dict[str, float]] = {s: {} for s in settings}
-    records = {}
-    for repeat in range(repeats + 1):  # the first round warms up
+    records, warmup = {}, {}
+    for repeat in range(repeats + 1):  # the first round warms up (and compiles)
         for setting in settings:
+            start = time.perf_counter()
             times, records[setting] = _timed_pass(model, video, text, configs[setting])
             if repeat:
                 best[setting] = {k: min(v, best[setting].get(k, float("inf"))) for k, v in times.items()}
+            else:
+                warmup[setting] = time.perf_counter() - start
     runs, per_frame = [], {}
-    for (precision, chunk), times in best.items():
-        per_frame[precision, chunk] = {k: v / frames for k, v in times.items()}
-        stages = per_frame[precision, chunk]
+    for (precision, chunk, mode), times in best.items():
+        per_frame[precision, chunk, mode] = {k: v / frames for k, v in times.items()}
+        stages = per_frame[precision, chunk, mode]
         runs.append({"clip": clip, "device": device, "model_seed": model_seed, "precision": precision,
-                     "frames_per_chunk": chunk,
+                     "frames_per_chunk": chunk, "mode": mode,
                      "streaming_s": round(stages["streaming"], 4), "network_only_s": round(stages["network_only"], 4),
                      "streaming_over_network": round(stages["streaming"] / stages["network_only"], 3),
                      "fps": round(1 / stages["streaming"], 3),
+                     "warmup_pass_s": round(warmup[precision, chunk, mode], 1),
                      "stages_s": {k: round(v, 4) for k, v in stages.items() if k not in ("streaming", "network_only")}})
         log.info("%s", runs[-1])
     ratios = {}
-    for precision, chunk in settings:
-        if precision != "fp32" and ("fp32", chunk) in per_frame:
-            key = f"{clip} {device} chunk {chunk}: {precision}/fp32"
-            ratios[key] = _ratio(per_frame[precision, chunk], per_frame["fp32", chunk])
+    for precision, chunk, mode in settings:
+        setting = per_frame[precision, chunk, mode]
+        if precision != "fp32" and ("fp32", chunk, mode) in per_frame:
+            key = f"{clip} {device} {mode} chunk {chunk}: {precision}/fp32"
+            ratios[key] = _ratio(setting, per_frame["fp32", chunk, mode])
         if chunk != chunks[0]:
-            key = f"{clip} {device} {precision}: chunk {chunk}/chunk {chunks[0]}"
-            ratios[key] = _ratio(per_frame[precision, chunk], per_frame[precision, chunks[0]])
-    result = {"runs": runs, "ratios": ratios}
-    if {"fp32", "bf16"} <= set(precisions):
-        result["detections"] = compare_detections(records["fp32", chunks[0]], records["bf16", chunks[0]])
-    return result
+            key = f"{clip} {device} {mode} {precision}: chunk {chunk}/chunk {chunks[0]}"
+            ratios[key] = _ratio(setting, per_frame[precision, chunks[0], mode])
+        if mode != modes[0]:
+            key = f"{clip} {device} {precision} chunk {chunk}: {mode}/{modes[0]}"
+            ratios[key] = _ratio(setting, per_frame[precision, chunk, modes[0]])
+    reference = ("fp32", chunks[0], modes[0])
+    detections = {f"{precision} {mode} vs fp32 {modes[0]}": compare_detections(records[reference], records[setting])
+                  for setting in settings for precision, chunk, mode in [setting]
+                  if chunk == chunks[0] and setting != reference and reference in records}
+    return {"runs": runs, "ratios": ratios, "detections": detections}
 
 
 def _ratio(times: dict[str, float], base: dict[str, float]) -> dict[str, float]:
@@ -140,16 +160,19 @@ def _timed_pass(model, video: list[torch.Tensor], text, cfg) -> tuple[dict[str, 
     with torch.inference_mode():
         for frame in resized:
             start = clock.now()
-            forward_and_classify(model, model.preprocess([frame]), text, bf16=cfg.infer.precision == "bf16")
+            forward_and_classify(model, model.preprocess([frame]), text, bf16=cfg.infer.precision == "bf16",
+                                 compiled=cfg.infer.compile)
             network_only += clock.now() - start
 
     timings: dict[str, float] = {}
     start = clock.now()
-    with clock.active():
+    # A compiled network runs as one graph: module hooks cannot split it into stages.
+    with contextlib.nullcontext() if cfg.infer.compile else clock.active():
         records = segment_video(model, iter(video), text, cfg, timings=timings)
     streaming = clock.now() - start
     times = {"streaming": streaming, "network_only": network_only}
-    times.update({k: v for k, v in clock.seconds.items() if k != "classification_s"})
+    if not cfg.infer.compile:
+        times.update({k: v for k, v in clock.seconds.items() if k != "classification_s"})
     times.update({f"{part}_s": seconds for part, seconds in timings.items()})
     times["other_s"] = streaming - sum(timings.get(part, 0.0) for part in STREAMING_PARTS)
     return times, records

@@ -129,8 +129,9 @@ def compare_precisions(cfg: Config, height: int, width: int, repeats: int, devic
     return result
 
 
-def forward_and_classify(model, image: torch.Tensor, text, clock: StageClock | None = None, bf16: bool = False) -> dict:
-    outputs = model(image, with_aux=False, bf16=bf16)
+def forward_and_classify(model, image: torch.Tensor, text, clock: StageClock | None = None, bf16: bool = False,
+                         compiled: bool = False) -> dict:
+    outputs = model.infer(image, bf16=bf16, compiled=compiled)
     with clock.classification() if clock else contextlib.nullcontext():
         outputs["class_logits"] = model.class_logits(outputs["clip_dense"], outputs["pred_masks"], text)
     return outputs

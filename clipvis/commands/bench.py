@@ -19,7 +19,7 @@ TOPICS = {
     "model": ("clipvis.bench.model:run_model", "per-frame time of each model part, RN50 and ConvNeXt-B, fp32 and bf16"),
     "complexity": ("clipvis.bench.model:run_complexity", "FLOPs and frames/s of a trained model (Table VI)"),
     "infer": ("clipvis.bench.inference:run_infer",
-              "streaming inference against the network alone, where the time goes, fp32 and bf16"),
+              "streaming inference against the network alone, where the time goes, fp32 and bf16, eager and compiled"),
     "memory": ("clipvis.bench.inference:run_memory", "peak memory of a 100- vs 1,000-frame video"),
     "toy": ("clipvis.bench.toy:run",
             "what bounds the toy experiment: CLIP-grid visibility, ground-truth-mask classification, "
@@ -57,6 +57,8 @@ def add_arguments(parser) -> None:
             topic.add_argument("--infer-frames", type=int, default=10, help="frames of the video timed")
             topic.add_argument("--clips", default="RN50,convnext_base_w_320", help="comma-separated open_clip models")
             topic.add_argument("--chunks", default="10", help="comma-separated infer.frames_per_chunk values")
+            topic.add_argument("--modes", default="eager,compiled",
+                               help="comma-separated: eager, compiled (the network through torch.compile, infer.compile)")
         if name == "toy":
             add_config_arguments(topic, "params YAML (CLIP, infer sizes; default: params/toy/default.yaml)")
             topic.set_defaults(params="params/toy/default.yaml")

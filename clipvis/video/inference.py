@@ -212,7 +212,7 @@ def network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbedding
                    for frame in chunk]
     with timer("model"):
         images = model.preprocess(resized)  # (B, 3, Hp, Wp)
-        outputs = model(images, with_aux=False, bf16=cfg.infer.precision == "bf16")
+        outputs = model.infer(images, bf16=cfg.infer.precision == "bf16", compiled=cfg.infer.compile)
     with timer("classification"):
         class_logits = model.class_logits(outputs["clip_dense"], outputs["pred_masks"], text)
     padded_size, image_size = tuple(images.shape[-2:]), tuple(resized[0].shape[-2:])
