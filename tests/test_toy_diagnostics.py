@@ -42,7 +42,12 @@ def test_ground_truth_masks_count_every_object_and_a_vanished_one_is_wrong(cfg, 
     assert grid["tracks_share"] >= grid["share"]  # a track is visible when any of its frames is
     # Objects whose mask vanished count as wrong: overall accuracy = accuracy among the visible x their share.
     assert accuracy["overall"] == pytest.approx(accuracy["of_visible"] * grid["share"], abs=2e-4)
-    assert set(accuracy) == {"overall", "base", "novel", "of_visible"}
+    assert set(accuracy) == {"overall", "base", "novel", "of_visible", "by_area", "errors"}
+    assert list(accuracy["by_area"]) == ["0-0.01", "0.01-0.025", "0.025-0.06", "0.06-1"]
+    errors = accuracy["errors"]
+    assert errors["wrong"] == round(grid["visible"] * (1 - accuracy["of_visible"]))
+    if errors["wrong"]:
+        assert errors["shape"] + errors["colour"] + errors["both"] == pytest.approx(1, abs=1e-3)
     assert set(report["clip_grid"]) == {"toy_lvvis", "toy_ovis"}
 
 
@@ -159,3 +164,20 @@ def test_bench_toy_prints_the_diagnostics_as_json(tiny_world, tmp_path, capsys):
     assert set(printed) == {"clip", "clip_dense_stride", "infer_size", "frame_step", "clip_grid",
                             "gt_mask_classification"}
     assert printed["clip_dense_stride"] == 16
+
+
+def test_ground_truth_errors_are_told_apart_by_colour_and_shape():
+    vocabulary = [{"id": 1, "colour": "red", "shape": "star"}, {"id": 2, "colour": "red", "shape": "ring"},
+                  {"id": 3, "colour": "blue", "shape": "star"}, {"id": 4, "colour": "blue", "shape": "ring"}]
+    truth, predicted = np.array([1, 1, 1, 2, 4]), np.array([2, 3, 4, 1, 2])
+    kinds = toy_diagnostics.error_kinds(vocabulary, truth, predicted)
+    assert kinds == {"wrong": 5, "shape": 0.4, "colour": 0.4, "both": 0.2}
+    assert toy_diagnostics.error_kinds(vocabulary, np.array([], dtype=int), np.array([], dtype=int)) == {
+        "wrong": 0, "shape": None, "colour": None, "both": None}
+
+
+def test_by_area_groups_objects_by_their_share_of_the_frame():
+    flags = np.array([True, False, True, True, False])
+    shares = [0.005, 0.02, 0.02, 0.5, 0.06]  # a bound belongs to the group above it
+    assert toy_diagnostics.by_area(flags, shares) == {"0-0.01": 1.0, "0.01-0.025": 0.5, "0.025-0.06": None,
+                                                      "0.06-1": 0.5}

@@ -9,7 +9,10 @@
   A mask that comes out empty gets no CLIP class at all.
 - `gt_mask_classification`: top-1 over the whole vocabulary of mask pooling with those ground-truth
   masks (overall, base, novel); an object whose mask vanished counts as wrong. It is the ceiling of
-  open-vocabulary classification for a segmenter with perfect masks.
+  open-vocabulary classification for a segmenter with perfect masks. `by_area`: the same top-1 by the
+  object's visible area as a share of the frame's (groups bounded by AREA_BOUNDS); `errors`: of the
+  visible objects classified wrong, the shares given the right colour but another shape, the right
+  shape but another colour, or neither (the toy categories are colour x shape).
 - `segmenter` (with a model's runs folder): per benchmark, the AP of the `default` variant's results
   and its oracle-class AP (every predicted track labelled with the class of the ground truth it
   overlaps most, identical tracks counted once: the class-agnostic quality of the masks and tracks),
@@ -92,6 +95,9 @@ def ground_truth_masks(cfg: Config, root: Path, frame_step: int) -> dict:
         classification[name] = {group: _share(correct[chosen]) for group, chosen in
                                 (("overall", np.ones_like(novel)), ("base", ~novel), ("novel", novel))}
         classification[name]["of_visible"] = _share(correct[visible])
+        classification[name]["by_area"] = by_area(correct, counts["area_share"])
+        classification[name]["errors"] = error_kinds(vocabulary, counts["category"][visible & ~correct],
+                                                     counts["predicted"][visible & ~correct])
     return {"clip_grid": grid, "gt_mask_classification": classification}
 
 
@@ -99,8 +105,9 @@ def ground_truth_masks(cfg: Config, root: Path, frame_step: int) -> dict:
 def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: str, root: Path, infer: InferConfig,
                           frame_step: int) -> dict[str, np.ndarray]:
     """Per ground-truth object in every `frame_step`-th frame: its track (annotation id), its category id,
-    whether its mask survives at the CLIP stride, and whether pooling CLIP over it gives its category
-    (`index`: category id -> the vocabulary index of `text`)."""
+    whether its mask survives at the CLIP stride, whether pooling CLIP over it gives its category
+    (`index`: category id -> the vocabulary index of `text`), the category id it gives (meaningless where
+    the mask vanished), and its visible area over the frame's."""
     from clipvis.data.registry import get_benchmark
     from clipvis.data.datasets import decode_masks, read_rgb
     from clipvis.data.formats import load_video_gt
@@ -113,7 +120,8 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
     tracks: dict[int, list[dict]] = {}
     for annotation in gt["annotations"]:
         tracks.setdefault(annotation["video_id"], []).append(annotation)
-    track, category, visible, correct = [], [], [], []
+    vocabulary_ids = {i: category_id for category_id, i in index.items()}
+    track, category, visible, correct, predicted, area_share = [], [], [], [], [], []
     for video in tqdm(gt["videos"], desc=f"ground-truth masks {benchmark_name}", unit="video"):
         height, width = video["height"], video["width"]
         for t in range(0, video["length"], frame_step):
@@ -134,9 +142,11 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
             category += [a["category_id"] for a in present]
             visible += valid[0].tolist()
             correct += (valid[0] & (scores.argmax(-1) == labels)).tolist()
+            predicted += [vocabulary_ids[i] for i in scores.argmax(-1).tolist()]
+            area_share += (masks.flatten(1).sum(1) / (height * width)).tolist()
     return {"track": np.array(track, dtype=np.int64), "category": np.array(category, dtype=np.int64),
-            "visible": np.array(visible, dtype=bool),
-            "correct": np.array(correct, dtype=bool)}
+            "visible": np.array(visible, dtype=bool), "correct": np.array(correct, dtype=bool),
+            "predicted": np.array(predicted, dtype=np.int64), "area_share": np.array(area_share)}
 
 
 def ground_truth_logits(masks: torch.Tensor, image_size: tuple[int, int], padded_size: tuple[int, int]) -> torch.Tensor:
@@ -244,11 +254,26 @@ def frame_recall(overlaps: TrackOverlaps) -> dict:
             ious = mask_api.iou(masks, objects, [0] * len(objects)) if masks else np.zeros((0, len(objects)))
             found += (np.asarray(ious).reshape(len(masks), len(objects)) >= FOUND_IOU).any(0).tolist()
             area_share += [float(mask_api.area(o)) / (o["size"][0] * o["size"][1]) for o in objects]
-    found, group = np.array(found, dtype=bool), np.digitize(area_share, AREA_BOUNDS)
+    found = np.array(found, dtype=bool)
+    return {"objects": len(found), "found": _share(found), "found_by_area": by_area(found, area_share)}
+
+
+def by_area(flags: np.ndarray, area_share) -> dict[str, float | None]:
+    """The share of true `flags` per size group ("low-high": object area over frame area, bounded by AREA_BOUNDS)."""
+    group = np.digitize(area_share, AREA_BOUNDS)
     bounds = ["0", *(f"{b:g}" for b in AREA_BOUNDS), "1"]
-    return {"objects": len(found), "found": _share(found),
-            "found_by_area": {f"{low}-{high}": _share(found[group == i]) for i, (low, high) in
-                              enumerate(zip(bounds, bounds[1:]))}}
+    return {f"{low}-{high}": _share(flags[group == i]) for i, (low, high) in enumerate(zip(bounds, bounds[1:]))}
+
+
+def error_kinds(vocabulary: list[dict], truth: np.ndarray, predicted: np.ndarray) -> dict:
+    """Of wrong classifications (category ids `truth` and `predicted`, toy categories with a colour and a
+    shape): how many, and the shares with the right colour only ("shape"), the right shape only ("colour")
+    and neither ("both")."""
+    described = {c["id"]: (c["colour"], c["shape"]) for c in vocabulary}
+    same = np.array([[a == b for a, b in zip(described[t], described[p])] for t, p in zip(truth, predicted)],
+                    dtype=bool).reshape(-1, 2)  # (wrong, 2): same colour, same shape
+    return {"wrong": len(same), "shape": _share(same[:, 0] & ~same[:, 1]), "colour": _share(~same[:, 0] & same[:, 1]),
+            "both": _share(~same[:, 0] & ~same[:, 1])}
 
 
 def video_iou(prediction: list, truth: list) -> float:

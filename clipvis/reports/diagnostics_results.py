@@ -21,6 +21,8 @@ COLUMNS = {
     "GT-mask top-1 % overall": ("gt_mask_classification", "overall"),
     "GT-mask top-1 % base": ("gt_mask_classification", "base"),
     "GT-mask top-1 % novel": ("gt_mask_classification", "novel"),
+    "GT-mask top-1 % of objects over 6 % of the frame": ("gt_mask_classification", "by_area", "0.06-1"),
+    "GT-mask errors in shape alone %": ("gt_mask_classification", "errors", "shape"),
     "AP": ("segmenter", "AP"),
     "oracle-class AP": ("segmenter", "oracle_class_AP"),
     "objects found per frame %": ("segmenter", "frames", "found"),
@@ -68,7 +70,9 @@ def render_diagnostics(model: str, report: dict) -> str:
         rows.append(f"<tr><td>{html.escape(benchmark)}</td>{cells}</tr>")
     caption = (f"What bounds the toy experiment (<code>clipvis bench toy</code>, model {html.escape(model)}, frames "
                f"every {report['frame_step']}): ground-truth objects whose mask survives at the CLIP stride; "
-               "top-1 of CLIP pooled over ground-truth masks (a vanished mask counts as wrong); AP and oracle-class "
+               "top-1 of CLIP pooled over ground-truth masks (a vanished mask counts as wrong), also for the objects "
+               "that show over 6 % of the frame, and the share of its errors that get the colour right and the "
+               "shape wrong; AP and oracle-class "
                "AP (each track labelled with its best-overlapping ground truth's class); ground-truth objects found, frame "
                "by frame, by a predicted mask (IoU &ge; 0.5); ground-truth tracks found by a "
                "predicted track (video IoU &ge; 0.5) and, of those, the share whose best-scored finder has their class "
