@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from clipvis.model.deform_attn import MSDeformAttn, grid_sampled_core, ms_deform_attn_core
 
 
-def slow_core(value, spatial_shapes, locations, weights):
+def slow_core(value, sizes, locations, weights):
     """Direct definition, one sample and one corner at a time (float64)."""
     n_img, _, heads, head_dim = value.shape
     _, lq, _, levels, points, _ = locations.shape
@@ -15,7 +15,7 @@ def slow_core(value, spatial_shapes, locations, weights):
     out = torch.zeros(n_img, lq, heads, head_dim, dtype=torch.float64)
     start = 0
     for level in range(levels):
-        height, width = (int(v) for v in spatial_shapes[level])
+        height, width = sizes[level]
         for n in range(n_img):
             for q in range(lq):
                 for h in range(heads):
@@ -34,15 +34,14 @@ def slow_core(value, spatial_shapes, locations, weights):
 
 
 def random_inputs(generator, n_img, lq, heads, head_dim, shapes, points, spread=0.3, dtype=torch.float32):
-    spatial_shapes = torch.tensor(shapes, dtype=torch.int64)
-    s = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
+    s = sum(h * w for h, w in shapes)
     levels = len(shapes)
     value = torch.randn(n_img, s, heads, head_dim, generator=generator, dtype=dtype)
     # Locations from -spread to 1 + spread: many corners and whole points fall outside the maps.
     locations = torch.rand(n_img, lq, heads, levels, points, 2, generator=generator, dtype=dtype)
     locations = locations * (1 + 2 * spread) - spread
     weights = torch.rand(n_img, lq, heads, levels, points, generator=generator, dtype=dtype)
-    return value, spatial_shapes, locations, weights
+    return value, shapes, locations, weights
 
 
 def test_core_matches_direct_definition_including_outside_and_border_points():
@@ -62,7 +61,7 @@ def test_core_matches_direct_definition_including_outside_and_border_points():
 
 def test_point_on_a_pixel_centre_reads_that_pixel():
     value = torch.arange(12, dtype=torch.float32).view(1, 12, 1, 1)  # one 3x4 map, value = row-major index
-    shapes = torch.tensor([[3, 4]])
+    shapes = [(3, 4)]
     # Centre of pixel (x=2, y=1): ((2 + 0.5) / 4, (1 + 0.5) / 3); half a pixel right of it; outside corner.
     locations = torch.tensor([[2.5 / 4, 1.5 / 3], [3.0 / 4, 1.5 / 3], [1.0, 1.0]]).view(1, 3, 1, 1, 1, 2)
     weights = torch.ones(1, 3, 1, 1, 1)
@@ -140,7 +139,7 @@ def test_msdeformattn_offsets_are_in_pixels_of_each_level():
         for proj in (attn.value_proj, attn.output_proj):
             proj.weight.copy_(torch.eye(2))
         attn.sampling_offsets.bias.copy_(torch.tensor([1.0, 0.0, 1.0, 0.0]))
-    shapes = torch.tensor([[2, 3], [1, 2]])
+    shapes = [(2, 3), (1, 2)]
     value = torch.randn(1, 8, 2)
     # The query sits at the centre of pixel (x=0, y=1) of level 0 (2x3).
     reference = torch.tensor([[[0.5 / 3, 1.5 / 2]]])
@@ -155,7 +154,7 @@ def test_msdeformattn_offsets_are_in_pixels_of_each_level():
 def test_nan_location_gives_nan_not_an_index_error():
     value = torch.randn(1, 12, 1, 2)
     locations = torch.tensor([[float("nan"), 0.5], [0.5, 0.5]]).view(1, 2, 1, 1, 1, 2)
-    out = ms_deform_attn_core(value, torch.tensor([[3, 4]]), locations, torch.ones(1, 2, 1, 1, 1))
+    out = ms_deform_attn_core(value, [(3, 4)], locations, torch.ones(1, 2, 1, 1, 1))
     assert out[0, 0].isnan().all() and out[0, 1].isfinite().all()
 
 
@@ -166,11 +165,11 @@ def test_msdeformattn_matches_the_textbook_formula():
     with torch.no_grad():
         attn.sampling_offsets.weight.normal_(std=0.5)
         attn.attention_weights.weight.normal_(std=0.5)
-    shapes = torch.tensor([[4, 5], [2, 3]])
+    shapes = [(4, 5), (2, 3)]
     query, value_input = torch.randn(2, 7, 16), torch.randn(2, 26, 16)
     reference = torch.rand(2, 7, 2)
     offsets = attn.sampling_offsets(query).view(2, 7, 2, 2, 3, 2)
-    locations = reference[:, :, None, None, None, :] + offsets / shapes.flip(-1)[:, None, :]
+    locations = reference[:, :, None, None, None, :] + offsets / torch.tensor(shapes).flip(-1)[:, None, :]
     weights = attn.attention_weights(query).view(2, 7, 2, 6).softmax(-1).view(2, 7, 2, 2, 3)
     value = attn.value_proj(value_input).view(2, 26, 2, 8)
     expected = attn.output_proj(grid_sampled_core(value, shapes, locations, weights))

@@ -217,6 +217,15 @@ def test_compiled_network_gives_the_eager_detections(setup):
     assert change["max_score_delta"] < 1e-4 * change["max_score"]
 
 
+def test_the_network_compiles_to_one_graph(setup):
+    """No graph break (a break inside the encoder's layer loop sends the whole loop back to eager)."""
+    cfg, model, _, frames = setup
+    images = model.preprocess([resize_for_inference(frames[0], cfg.infer.min_size, cfg.infer.max_size)])
+    with torch.inference_mode():
+        explanation = torch._dynamo.explain(copy.deepcopy(model).forward)(images, with_aux=False)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
 def test_a_failed_compilation_falls_back_to_eager_with_a_warning(setup, monkeypatch, caplog):
     import torch._inductor.config as inductor_config
 

@@ -13,7 +13,9 @@ The two agree to float rounding (tests/test_deform_attn.py).
 
 from __future__ import annotations
 
+import itertools
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +23,12 @@ from torch import Tensor, nn
 
 
 def ms_deform_attn_core(
-    value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+    value: Tensor, sizes: Sequence[tuple[int, int]], sampling_locations: Tensor, attention_weights: Tensor
 ) -> Tensor:
     """Bilinear multi-scale sampling, weighted and summed per query and head.
 
     value: (N, S, heads, head_dim), the levels' maps flattened row-major and concatenated in order
-    spatial_shapes: (levels, 2) int64 rows (H, W); S = Σ H·W
+    sizes: (H, W) of each level, Python ints (so that torch.compile sees constants); S = Σ H·W
     sampling_locations: (N, Lq, heads, levels, points, 2) as (x, y), 0..1 spans the map
     attention_weights: (N, Lq, heads, levels, points)
     returns (N, Lq, heads · head_dim)
@@ -37,18 +39,17 @@ def ms_deform_attn_core(
     """
     inputs = (value, sampling_locations, attention_weights)
     if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs):
-        return grid_sampled_core(value, spatial_shapes, sampling_locations, attention_weights)
-    return _gathered_core(value, spatial_shapes, sampling_locations, attention_weights)
+        return grid_sampled_core(value, sizes, sampling_locations, attention_weights)
+    return _gathered_core(value, sizes, sampling_locations, attention_weights)
 
 
 def grid_sampled_core(
-    value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+    value: Tensor, sizes: Sequence[tuple[int, int]], sampling_locations: Tensor, attention_weights: Tensor
 ) -> Tensor:
     """`ms_deform_attn_core` as grid_sample per level, stacked, then the weighted sum over levels · points.
     It samples in the locations' dtype (float32 also under a bfloat16 autocast) and returns value's dtype."""
     n, _, heads, head_dim = value.shape
     _, lq, _, levels, points, _ = sampling_locations.shape
-    sizes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     samples = []
     for level, (level_value, (h, w)) in enumerate(zip(value.split([h * w for h, w in sizes], 1), sizes)):
         grid = 2 * sampling_locations[:, :, :, level].transpose(1, 2).reshape(n * heads, lq, points, 2) - 1
@@ -62,7 +63,7 @@ def grid_sampled_core(
 
 
 def _gathered_core(
-    value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+    value: Tensor, sizes: Sequence[tuple[int, int]], sampling_locations: Tensor, attention_weights: Tensor
 ) -> Tensor:
     """`ms_deform_attn_core` as one weighted `embedding_bag` over the value rows.
 
@@ -74,7 +75,6 @@ def _gathered_core(
     n, s, heads, head_dim = value.shape
     _, lq, _, levels, points, _ = sampling_locations.shape
     bags, k = n * lq * heads, levels * points  # one bag per (image, query, head); k points each
-    sizes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     bordered = [(h + 3, w + 3) for h, w in sizes]
     rows_per_image = sum(h * w for h, w in bordered) * heads
     index_dtype = torch.int32 if n * rows_per_image < 2**31 else torch.int64
@@ -95,7 +95,7 @@ def _gathered_core(
     width, height = per_point([w for _, w in sizes]), per_point([h for h, _ in sizes])
     lowest = torch.full_like(width, -1.0)
     row_stride = per_point([bordered_w * heads for _, bordered_w in bordered])  # one row of a bordered map
-    starts = [0] + torch.tensor([bh * bw for bh, bw in bordered]).cumsum(0).tolist()[:-1]
+    starts = [0, *itertools.accumulate(bh * bw for bh, bw in bordered)][:-1]
     # Row of pixel (0, 0) of each level: past the level's start, the top border row and the left border column.
     origin = per_point([(start + bordered_w + 1) * heads for start, (_, bordered_w) in zip(starts, bordered)])
 
@@ -159,16 +159,17 @@ class MSDeformAttn(nn.Module):
             nn.init.xavier_uniform_(proj.weight)
             nn.init.zeros_(proj.bias)
 
-    def forward(self, query: Tensor, reference_points: Tensor, value_input: Tensor, spatial_shapes: Tensor) -> Tensor:
+    def forward(self, query: Tensor, reference_points: Tensor, value_input: Tensor,
+                sizes: Sequence[tuple[int, int]]) -> Tensor:
         """query: (N, Lq, C); reference_points: (N or 1, Lq, 2) as (x, y) in 0..1, the same on every level;
-        value_input: (N, S, C) levels flattened and concatenated; spatial_shapes: (levels, 2) (H, W).
+        value_input: (N, S, C) levels flattened and concatenated; sizes: (H, W) of each level, Python ints.
         Returns (N, Lq, C)."""
         n, lq, _ = query.shape
         value = self.value_proj(value_input).view(n, value_input.shape[1], self.heads, -1)
         # Offsets are in pixels of each level: the division by the level's (W, H) is folded into the
         # layer, and the reference (x, y) is added to every (head, level, point) by a 0/1 matrix.
         # The offsets and the attention logits come from one matrix product.
-        scale = 1 / spatial_shapes.flip(-1).to(query)  # (levels, 2) as (1/W, 1/H)
+        scale = 1 / query.new_tensor([(w, h) for h, w in sizes])  # (levels, 2) as (1/W, 1/H)
         scale = scale[None, :, None, :].expand(self.heads, -1, self.points, -1).reshape(-1)
         # Sampling locations need float32 also under a bfloat16 autocast: 8 bits of mantissa would move
         # a point by up to a third of a pixel on an 80-pixel map.
@@ -185,4 +186,4 @@ class MSDeformAttn(nn.Module):
         logits = logits.reshape(n, lq, self.heads, self.levels * self.points)
         attn = (logits - logits.amax(-1, keepdim=True).detach()).exp()
         attn = (attn / attn.sum(-1, keepdim=True)).view(n, lq, self.heads, self.levels, self.points)
-        return self.output_proj(ms_deform_attn_core(value, spatial_shapes, locations, attn))
+        return self.output_proj(ms_deform_attn_core(value, sizes, locations, attn))

@@ -26,9 +26,9 @@ class DeformableEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: Tensor) -> Tensor:
-        """src, pos: (N, S, C); reference_points: (N or 1, S, 2); spatial_shapes: (levels, 2). Returns (N, S, C)."""
-        attended = self.self_attn(src + pos, reference_points, src, spatial_shapes)
+    def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, sizes: list[tuple[int, int]]) -> Tensor:
+        """src, pos: (N, S, C); reference_points: (N or 1, S, 2); sizes: (H, W) of each level. Returns (N, S, C)."""
+        attended = self.self_attn(src + pos, reference_points, src, sizes)
         src = self.norm1(src + self.dropout(attended))
         hidden = self.dropout(F.relu(self.linear1(src), inplace=True))
         return self.norm2(src + self.dropout(self.linear2(hidden)))
@@ -40,10 +40,10 @@ def conv_norm(in_channels: int, out_channels: int, kernel_size: int, bias: bool)
     return nn.Sequential(conv, nn.GroupNorm(32, out_channels))
 
 
-def pixel_centres(spatial_shapes: list[tuple[int, int]], device: torch.device) -> Tensor:
+def pixel_centres(sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
     """(1, Σ H·W, 2) centres (x, y) of every pixel of every level, in 0..1, rows in flattening order."""
     centres = []
-    for height, width in spatial_shapes:
+    for height, width in sizes:
         y = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height
         x = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width
         grid_y, grid_x = torch.meshgrid(y, x, indexing="ij")
@@ -112,15 +112,14 @@ class PixelDecoder(nn.Module):
         """The deformable encoder over res5, res4, res3 → their (B, conv_dim, h, w) outputs, same order."""
         maps = [proj(features[name].float()) for name, proj in zip(ENCODER_FEATURES, self.input_proj)]
         batch, channels = maps[0].shape[:2]
-        sizes = [tuple(m.shape[-2:]) for m in maps]
-        spatial_shapes = torch.tensor(sizes, dtype=torch.int64, device=maps[0].device)  # (levels, 2) as (H, W)
+        sizes = [tuple(m.shape[-2:]) for m in maps]  # (H, W) of each level
         src = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)  # (B, S, C)
         pos = torch.cat(
             [self.pe_layer(m).flatten(2).transpose(1, 2) + embed for m, embed in zip(maps, self.level_embed)], 1
         )
         reference_points = pixel_centres(sizes, src.device)
         for layer in self.encoder:
-            src = layer(src, pos, reference_points, spatial_shapes)
+            src = layer(src, pos, reference_points, sizes)
         areas = [h * w for h, w in sizes]
         return [
             level.transpose(1, 2).reshape(batch, channels, h, w)

@@ -35,6 +35,8 @@ class PositionEmbeddingSine(nn.Module):
         The result is a cached tensor expanded over the batch: read it, never modify it in place.
         """
         batch, _, height, width = x.shape
+        if torch.compiler.is_compiling():  # a compiled graph computes it; the cache (a dict) would force recompiles
+            return self._encode(height, width, x.device).expand(batch, -1, -1, -1)
         key = (height, width, x.device)
         pos = self._cache.pop(key, None)
         if pos is None:
