@@ -212,6 +212,13 @@ def test_compiled_network_gives_the_eager_detections(setup):
     reference = segment_video(model, iter(frames), text, cfg)
     result = segment_video(model, iter(frames), text, compiled)
     assert callable(model._compiled_forward)  # compiled, not fallen back to eager
+    copied = copy.deepcopy(model)  # a copy of a compiled model runs its own weights
+    with torch.no_grad():
+        copied.decoder.object_embed.layers[-1].bias.add_(5.0)
+    images = model.preprocess([resize_for_inference(frames[0], cfg.infer.min_size, cfg.infer.max_size)])
+    with torch.inference_mode():
+        torch.testing.assert_close(copied.infer(images, compiled=True)["pred_object_logits"],
+                                   copied(images, with_aux=False)["pred_object_logits"], atol=1e-4, rtol=1e-4)
     change = compare_detections(reference, result, min_iou=0.99)
     assert change["kept"] == len(reference) == len(result)
     assert change["max_score_delta"] < 1e-4 * change["max_score"]

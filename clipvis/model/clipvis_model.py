@@ -108,10 +108,11 @@ class CLIPVIS(nn.Module):
         runs eagerly from then on.
         """
         if compiled and self._compiled_forward is None:
-            self._compiled_forward = torch.compile(self.forward, dynamic=False)
+            # The class's function, called with this model: a copy of the model calls it with the copy.
+            self._compiled_forward = torch.compile(type(self).forward, dynamic=False)
         if compiled and self._compiled_forward != EAGER:
             try:
-                return self._compiled_forward(images, with_aux=False, bf16=bf16)
+                return self._compiled_forward(self, images, with_aux=False, bf16=bf16)
             except torch._dynamo.exc.BackendCompilerFailed as error:
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 log.warning("torch.compile failed, the network runs eagerly: %s", reason)
