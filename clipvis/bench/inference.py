@@ -135,10 +135,13 @@ def _measure_clip(clip: str, device: str, frames: int, height: int, width: int, 
         if mode != modes[0]:
             key = f"{clip} {device} {precision} chunk {chunk}: {mode}/{modes[0]}"
             ratios[key] = _ratio(setting, per_frame[precision, chunk, modes[0]])
-    reference = ("fp32", chunks[0], modes[0])
-    detections = {f"{precision} {mode} vs fp32 {modes[0]}": compare_detections(records[reference], records[setting])
-                  for setting in settings for precision, chunk, mode in [setting]
-                  if chunk == chunks[0] and setting != reference and reference in records}
+    reference = ("fp32", chunks[0], modes[0])  # every other setting's detections against these
+    detections = {}
+    if reference in records:
+        for precision, chunk, mode in settings:
+            if chunk == chunks[0] and (precision, chunk, mode) != reference:
+                detections[f"{precision} {mode} vs fp32 {modes[0]}"] = compare_detections(
+                    records[reference], records[precision, chunk, mode])
     return {"runs": runs, "ratios": ratios, "detections": detections}
 
 
