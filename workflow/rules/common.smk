@@ -70,8 +70,13 @@ def settings_of(model, section):
 # asks for what its model's params file gives `clipvis train --launcher slurm` (the launch section), the
 # other GPU stages for what the workflow config gives them (`resources:` of the scale). The SLURM profile
 # only adds the cluster's defaults for the rest.
-# Trainings are the long jobs: each starts as soon as it can run, before inference and scoring.
+# Trainings are the long jobs: each starts as soon as it can run, before inference and scoring, and the
+# ablation model's first, since most of the later jobs (every test-time variant, the diagnostics) wait on it.
 TRAINING_PRIORITY = 10
+
+
+def training_priority(wildcards):
+    return TRAINING_PRIORITY + (wildcards.model == S["ablation_model"])
 
 
 def training_resources():

@@ -16,7 +16,7 @@ rule train:
     params: params=lambda w: params_file(w.model), clip=clip_set, out=filled(TRAIN_DIR)
     log: log_file("train", "model")
     resources: **training_resources()
-    priority: TRAINING_PRIORITY
+    priority: training_priority
     shell: "clipvis train --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --out {params.out} > {log} 2>&1"
 
 
@@ -27,5 +27,5 @@ rule finetune:
     params: params=lambda w: params_file(w.model), clip=clip_set, out=filled(TRAIN_DIR)
     log: log_file("finetune", "model")
     resources: **training_resources()
-    priority: TRAINING_PRIORITY
+    priority: training_priority
     shell: "clipvis finetune --launcher local --params {params.params} --set data.root={ROOT} {params.clip} --init {input.init} --out {params.out} > {log} 2>&1"
