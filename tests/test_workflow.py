@@ -47,6 +47,19 @@ def test_toy_dag_and_the_reproduce_dash_all_alias():
     assert counts["reproduce_all_alias"] == 1 and counts["matching_test"] == 1 and counts["toy_diagnostics"] == 1
 
 
+def test_the_ablation_model_trains_first():
+    """Most toy jobs (every test-time variant, the diagnostics, the matching test) wait on the ablation model, so
+    its training outranks the other trainings, which outrank everything else."""
+    text = dry_run("reproduce_all")
+    priorities = {}
+    for block in re.split(r"\n(?=(?:local)?rule )", text):
+        if re.match(r"(?:local)?rule train:", block):
+            model = re.search(r"wildcards: model=(\S+)", block).group(1)
+            priorities[model] = int(re.search(r"priority: (\d+)", block).group(1))
+    assert set(priorities) == {"default", "iou_pooled", "iou_relu"}
+    assert priorities["default"] > priorities["iou_pooled"] == priorities["iou_relu"] > 0
+
+
 def test_released_weights_dag_imports_instead_of_training():
     """weights=released: the authors' four checkpoints are imported and evaluated; nothing is trained."""
     text = dry_run("-p", "reproduce_all", "--config", "scale=paper", "weights=released")
