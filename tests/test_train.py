@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 
@@ -58,6 +60,31 @@ def test_frozen_clip_is_unchanged_by_training(tiny_config):
     after = model.clip.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running statistics
     assert not any(p.requires_grad for p in model.clip.parameters())
+
+
+def test_a_dead_relu_iou_head_is_reported(tiny_config, tmp_path, monkeypatch, caplog):
+    """A ReLU IoU head whose output is negative for every input gets no gradient again and every detection
+    scores 0 (Table IV's ReLU model on one toy world): training says so; a working head raises no warning."""
+    tiny_config.train.max_iter = 1
+    with caplog.at_level(logging.WARNING, logger="clipvis.training.loop"):
+        train(tiny_config, tmp_path / "sigmoid", tracking=False)
+    assert "mask-IoU head" not in caplog.text
+
+    build = CLIPVIS.from_config
+
+    def with_dead_head(model_cfg, clip_cfg):
+        model = build(model_cfg, clip_cfg)
+        last = model.decoder.iou_head.layers[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, -1.0)
+        return model
+
+    monkeypatch.setattr(CLIPVIS, "from_config", with_dead_head)
+    tiny_config.model.iou_activation = "relu"
+    with caplog.at_level(logging.WARNING, logger="clipvis.training.loop"):
+        train(tiny_config, tmp_path / "relu", tracking=False)
+    assert "the mask-IoU head predicted 0 for every query of the last batch" in caplog.text
+    assert str(tmp_path / "relu") in caplog.text
 
 
 def run_steps(model, cfg, steps, images=None, masks=None):

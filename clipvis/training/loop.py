@@ -116,6 +116,7 @@ def _train(cfg: Config, out_dir: Path, init, resume: bool, tracking: bool, rank:
     with tracker as mlflow:
         progress = tqdm(total=cfg.train.max_iter, initial=start_iter, desc="train", unit="it", disable=rank != 0)
         started = time.perf_counter()
+        losses = None
         for iteration, batch in zip(range(start_iter, cfg.train.max_iter), loader):
             losses = train_step(trained, model, criterion, optimizer, batch, cfg, iteration, device)
             scheduler.step()
@@ -130,6 +131,10 @@ def _train(cfg: Config, out_dir: Path, init, resume: bool, tracking: bool, rank:
             if rank == 0 and done % cfg.train.checkpoint_every == 0 and done < cfg.train.max_iter:
                 save_checkpoint(last, model, cfg, done, optimizer, scheduler)
         progress.close()
+        if rank == 0 and losses is not None and losses["pred_iou_max"] == 0:
+            log.warning("%s: the mask-IoU head predicted 0 for every query of the last batch: a ReLU head "
+                        "(model.iou_activation relu) whose output is negative for every input gets no gradient "
+                        "again, and every detection of this model scores 0", out_dir)
 
         final = out_dir / CHECKPOINT_FINAL
         if rank == 0:
@@ -156,7 +161,8 @@ def differing_settings(saved: dict, cfg: Config) -> list[str]:
 
 def train_step(trained, model: CLIPVIS, criterion: SetCriterion, optimizer, batch: list[dict], cfg: Config,
                iteration: int, device: torch.device) -> dict[str, float]:
-    """One optimiser step; the point sampling is seeded by (seed, iteration) so resumes are exact."""
+    """One optimiser step; the point sampling is seeded by (seed, iteration) so resumes are exact. Returns the
+    losses and `pred_iou_max`, the batch's largest IoU prediction (0 when a ReLU IoU head has died)."""
     images = model.preprocess([sample["image"] for sample in batch])
     height, width = images.shape[-2:]
     targets = [{"masks": pad_target_masks(sample["masks"].to(device), height, width)} for sample in batch]
@@ -170,7 +176,7 @@ def train_step(trained, model: CLIPVIS, criterion: SetCriterion, optimizer, batc
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
     optimizer.step()
     main = {name: value.item() for name, value in losses.items() if not name[-1].isdigit()}
-    return {**main, "total": total.item()}
+    return {**main, "total": total.item(), "pred_iou_max": outputs["pred_ious"].detach().max().item()}
 
 
 def build_criterion(cfg: Config) -> SetCriterion:
