@@ -218,7 +218,8 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
         "zero_shot_top1_whole_image": {"overall": 0.25, "base": 0.3}, "train_seconds": 512.3}).encode())
     put_file(toy_runs / "toy" / "clip" / "other.json", b'{"not": "a pretraining report"}')
     put_file(toy_runs / "toy" / "default" / "bench" / "toy_diagnostics.json", json.dumps({
-        "frame_step": 4, "clip_grid": {"toy_lvvis": {"share": 0.9612}, "toy_ovis": {"share": 0.95}},
+        "frame_step": 4, "infer_size": [240, 400],
+        "clip_grid": {"toy_lvvis": {"share": 0.9612}, "toy_ovis": {"share": 0.95}},
         "gt_mask_classification": {"toy_lvvis": {"overall": 0.8, "base": 0.85, "novel": 0.7},
                                    "toy_ovis": {"overall": 0.75, "base": 0.8, "novel": None}},
         "segmenter": {"toy_lvvis": {"AP": 0.5, "oracle_class_AP": 0.6,
@@ -260,6 +261,7 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     assert summary["clip/toy_clip zero-shot whole images base"] == 30.0
     assert "clip/toy_clip zero-shot whole images novel" not in summary
     assert "<h2>Diagnostics of the toy experiment</h2>" in page and ">96.1<" in page and "still falling" in page
+    assert "tested at a short side of 240 pixels" in page
     assert summary["diagnostics/default/toy_lvvis visible to the CLIP grid %"] == 96.12
     assert summary["diagnostics/default/toy_lvvis slot switches % adjacent"] == 3.0
     assert summary["diagnostics/default/toy_lvvis own-track top-1 % novel"] == 60.0

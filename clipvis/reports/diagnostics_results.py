@@ -69,7 +69,8 @@ def render_diagnostics(model: str, report: dict) -> str:
                         f'<td class="cell measured"><span class="ours">{value:.1f}</span></td>' for value in row.values())
         rows.append(f"<tr><td>{html.escape(benchmark)}</td>{cells}</tr>")
     caption = (f"What bounds the toy experiment (<code>clipvis bench toy</code>, model {html.escape(model)}, frames "
-               f"every {report['frame_step']}): ground-truth objects whose mask survives at the CLIP stride; "
+               f"every {report['frame_step']}, tested at a short side of {report['infer_size'][0]} pixels): ground-truth "
+               "objects whose mask survives at the CLIP stride; "
                "top-1 of CLIP pooled over ground-truth masks (a vanished mask counts as wrong), also for the objects "
                "that show over 6 % of the frame, and the share of its errors that get the colour right and the "
                "shape wrong; AP and oracle-class "
