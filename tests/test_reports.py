@@ -24,10 +24,10 @@ from clipvis.reports.tables import (DASH, MISSING, NOT_AT_TOY, SERVER, UNDEFINED
 CHROMIUM = "/usr/bin/chromium"  # installed by `make system-deps` (root and apt); without them the test skips
 
 
-def put_metrics(runs, scale, model, benchmark, variant, **metrics):
+def put_metrics(runs, scale, model, benchmark, variant, counts=None, **metrics):
     path = runs / scale / model / "score" / benchmark / variant / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"flavour": "lvvis", "metrics": metrics}))
+    path.write_text(json.dumps({"flavour": "lvvis", "metrics": metrics, **({"counts": counts} if counts else {})}))
 
 
 def put_file(path, data=b"x"):
@@ -110,6 +110,19 @@ def test_toy_tables_show_measured_missing_and_not_at_toy_cells(toy_runs):
     cost = row_cells(table(tables, "table6"), "default · default")
     assert [(c.ours, c.paper) for c in cost.values()] == [("12.3", "19.5"), ("0.123G", "244.1G"), ("7.3", "31.4")]
     assert any("cpu (2 threads)" in note for note in table(tables, "table6").notes)
+
+
+def test_a_run_whose_detections_all_scored_zero_gets_a_note(toy_runs):
+    put_metrics(toy_runs, "toy", "iou_relu", "toy_lvvis", "default", AP=0.01, APn=0.0,
+                counts={"predictions": 50, "predictions_scored_zero": 50})
+    put_metrics(toy_runs, "toy", "iou_pooled", "toy_lvvis", "default", AP=0.3, APn=0.2,
+                counts={"predictions": 50, "predictions_scored_zero": 49})
+    notes = [note for note in table(build_tables("toy", toy_runs), "table4").notes if "scored 0" in note]
+    assert len(notes) == 1
+    assert "iou_relu · default on toy_lvvis: all 50 detections scored 0" in notes[0] and "ReLU" in notes[0]
+    # Runs without the count (metrics.json files of older scorers) or with any non-zero score get none.
+    assert not [note for tab in build_tables("toy", toy_runs) if tab.key != "table4" for note in tab.notes
+                if "scored 0" in note]
 
 
 def test_paper_tables_link_server_zips_and_never_fill_in(tmp_path):

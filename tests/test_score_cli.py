@@ -48,13 +48,21 @@ def test_score_writes_metrics_and_per_category_csv(tmp_path, capsys):
     assert report["metrics"]["AP"] == pytest.approx(1.0, abs=1e-12)
     assert report["metrics"]["APn"] is None  # the only novel category has no ground truth
     assert report["counts"] == {"videos": 1, "categories": 2, "categories_with_gt": 1, "gt_tracks": 1,
-                                "predictions": 2}
+                                "predictions": 2, "predictions_scored_zero": 0}
     rows = list(csv.DictReader((tmp_path / "eval" / "metrics.per_category.csv").open()))
     assert [(row["id"], row["name"], row["group"], row["num_gt"], row["num_predictions"]) for row in rows] == [
         ("1", "cat", "base", "1", "2"), ("2", "dog", "novel", "0", "0")]
     assert float(rows[0]["AP"]) == pytest.approx(1.0, abs=1e-12) and rows[1]["AP"] == ""
     printed = capsys.readouterr().out
     assert "one prediction per ground truth" in printed and "AP50" in printed
+
+
+def test_score_counts_the_predictions_that_scored_zero(tmp_path):
+    out = tmp_path / "metrics.json"
+    zeros = [{**RESULTS[0], "score": 0.0}, {**RESULTS[1], "score": 0}, {**RESULTS[1], "score": 1e-9}]
+    assert main(["score", "--gt", write(tmp_path / "gt.json", GT), "--results", write(tmp_path / "results.json", zeros),
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["counts"]["predictions_scored_zero"] == 2
 
 
 def test_score_burst_says_which_matching_it_used(tmp_path, capsys):

@@ -3,7 +3,9 @@ per-category CSV for each file, scores.json for the variants of an infer folder,
 
 metrics.json: ``{"flavour", "matching", "strict_matching", "gt", "results", "counts", "metrics"}``, where
 ``metrics`` holds AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl, APb, APn, APc, APu as
-fractions (null where undefined, e.g. a group with no category that has ground truth); beside it, OUT's
+fractions (null where undefined, e.g. a group with no category that has ground truth), and ``counts`` the
+videos, categories, ground-truth tracks, predictions and predictions whose score is exactly 0 (all of them:
+the AP ranks them arbitrarily, and the tables say so); beside it, OUT's
 stem + ``.per_category.csv``: one row per category with id, name, group, partition, frequency, split,
 AP, AP50, num_gt, num_predictions.
 """
@@ -114,6 +116,7 @@ def score_file(gt: dict, gt_path, results_path, flavour: str, strict_matching: b
             "categories_with_gt": sum(row["num_gt"] > 0 for row in scored.per_category),
             "gt_tracks": sum(row["num_gt"] for row in scored.per_category),
             "predictions": len(results),
+            "predictions_scored_zero": sum(result["score"] == 0 for result in results),
         },
         "metrics": scored.metrics,
     }

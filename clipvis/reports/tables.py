@@ -8,7 +8,8 @@ Every cell reads "ours / paper". Ours comes from the run files and nothing else:
 - complexity columns: runs/{scale}/{model}/bench/complexity.json (GFLOPs per frame, FPS);
 - matching columns: runs/{scale}/{model}/infer/{benchmark}/{variant}/matching.json (slot switch rate x 100).
 
-A file that is not there makes the cell "missing"; nothing is ever filled in.
+A file that is not there makes the cell "missing"; nothing is ever filled in. A run whose detections all
+scored 0 (metrics.json's counts) gets a note under its table: its AP measures an arbitrary order.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def build_table(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> Table:
             rows.append(TableRow(row.labels, f"{model} · {row.variant}" if model else "", tuple(cells)))
         groups.append(TableGroup(group.title, tuple(rows)))
     notes = (LEGEND, SCALE_NOTES[scale], *_released_weights_note(scale, runs_dir), *paper_table.notes,
-             *_complexity_notes(paper_table, scale, runs_dir))
+             *_complexity_notes(paper_table, scale, runs_dir), *_zero_score_notes(paper_table, scale, runs_dir))
     return Table(paper_table.key, paper_table.title, paper_table.label_headers,
                  tuple(column.group for column in paper_table.columns),
                  tuple(column.title for column in paper_table.columns), tuple(groups), notes)
@@ -216,6 +217,28 @@ def _complexity_notes(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> 
                 info = read_json(path)
                 notes.append(f"Ours, {model}: measured on {info.get('device', '?')}, frame size "
                              f"{info.get('frame_size', '?')}.")
+    return notes
+
+
+def _zero_score_notes(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> list[str]:
+    """One note per scored (model, variant, benchmark) of the table whose detections all scored exactly 0
+    (metrics.json's counts): its AP measures an arbitrary order, not the method's ranking."""
+    notes = []
+    for group in paper_table.groups:
+        for row in group.rows:
+            model = row.models.get(scale)
+            benchmarks = {column.benchmark_at(scale) for column in paper_table.columns if column.source == "score"}
+            for benchmark in sorted(b for b in benchmarks if b and model):
+                path = score_path(runs_dir, scale, model, benchmark, row.variant)
+                counts = read_json(path).get("counts", {}) if path.exists() else {}
+                predictions = counts.get("predictions")
+                if predictions and counts.get("predictions_scored_zero") == predictions:
+                    note = (f"Ours, {model} · {row.variant} on {benchmark}: all {predictions} detections scored 0, "
+                            f"so its AP ranks them in an arbitrary order. The usual cause: a ReLU mask-IoU head "
+                            f"that died in training (its output negative for every input, it predicts IoU 0 for "
+                            f"every query and gets no gradient again; `clipvis train` warns of it).")
+                    if note not in notes:
+                        notes.append(note)
     return notes
 
 
