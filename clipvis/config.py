@@ -141,10 +141,10 @@ class TrainConfig:
 
     seed: int = 0
     batch_size: int = 4
-    max_iter: int = 2000
+    max_iter: int = 4000
     lr: float = 3e-4
     weight_decay: float = 0.05
-    lr_steps: list[int] = field(default_factory=lambda: [1600, 1900])
+    lr_steps: list[int] = field(default_factory=lambda: [3200, 3800])
     lr_gamma: float = 0.1
     grad_clip: float = 0.01
     amp: bool = False
