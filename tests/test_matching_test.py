@@ -15,6 +15,7 @@ from clipvis.commands import matching_test as matching_test_command
 from clipvis.model.clipvis_model import CLIPVIS
 from clipvis.model.checkpoint import save_checkpoint
 from clipvis.model.postprocess import empty_rle
+from clipvis.reports.matching_results import handover_sentence
 from clipvis.video.inference import AlignedFrames
 from clipvis.video.query_matching import TemporalMatcher
 from conftest import TINY_MODEL
@@ -98,6 +99,7 @@ def test_handovers_count_objects_passing_between_confident_queries_and_whether_e
     assert (summary["pairs"], summary["handovers"], summary["followed_rate"]) == (3, 2, 0.5)
     assert summary["cosine_kept"] == 1.0 and summary["cosine_handover_new_owner"] == pytest.approx((1 + 0.5 ** 0.5) / 2)
     assert summary["cosine_handover_old_query"] == 0.5  # query 0: a -> b (0), then query 1: a -> a (1)
+    assert (summary["owned_pairs"], summary["owner_changes"]) == (3, 2)  # all confident here: the same pairs
     handovers.new_video()  # a new video does not pair with the last frame of the previous one
     handovers.add(embeddings[:1], torch.tensor([[-1, 0, -1]]), torch.ones(1, 3))
     assert handovers.summary()["pairs"] == 3
@@ -110,7 +112,8 @@ def test_handovers_ignore_queries_not_confident_of_an_object():
     handovers.add(torch.randn(2, 2, 4), owners, torch.tensor([[0.9, 0.9], [0.9, 0.4]]))
     assert handovers.summary() == {"pairs": 0, "handovers": 0, "handover_rate": None, "followed_rate": None,
                                    "cosine_kept": None, "cosine_handover_new_owner": None,
-                                   "cosine_handover_old_query": None}
+                                   "cosine_handover_old_query": None,
+                                   "owned_pairs": 1, "owner_changes": 1, "owner_change_rate": 1.0}
 
 
 def rle(mask):
@@ -153,3 +156,13 @@ def test_command_writes_a_row_per_variant_and_noise_level_after_the_network_orde
         assert set(row) == {"variant", "noise", "identity_recovery", "frames", "AP", "APb", "APn"}
         assert 0 <= row["AP"] <= 1
     assert set(report["handovers"]) >= {"pairs", "handovers", "handover_rate", "followed_rate"}
+
+
+def test_handover_sentence_adds_owner_changes_of_any_confidence_when_the_report_has_them():
+    found = {"pairs": 563, "handovers": 0, "handover_rate": 0.0, "followed_rate": None, "cosine_kept": 0.99,
+             "cosine_handover_new_owner": None, "cosine_handover_old_query": None}
+    old = handover_sentence({"handovers": found, "object_shown": 0.5})
+    assert "0 of 563 adjacent-frame pairs" in old and "any confidence" not in old
+    new = handover_sentence({"handovers": {**found, "owned_pairs": 1418, "owner_changes": 368,
+                                           "owner_change_rate": 368 / 1418}, "object_shown": 0.5})
+    assert new.startswith(old) and new.endswith("owner changed in 368 of 1418 adjacent-frame pairs (26.0 %).")

@@ -142,6 +142,8 @@ class QueryHandovers:
     embeddings: for kept pairs, the query's with itself in the next frame; for handovers, the old owner's with
     the new owner and with the old query in the next frame. A handover is followed when, of the next frame's
     queries, the new owner is the most like the old owner: what adjacent matching needs to move a slot.
+    Beside them, `owned_pairs` and `owner_changes` count the same for owners of any confidence: where the
+    object goes to or comes from a query the network is not confident in, which slot switches leave out.
     """
 
     def __init__(self):
@@ -149,7 +151,9 @@ class QueryHandovers:
         self.to_new_owner: list[float] = []
         self.to_old_query: list[float] = []
         self.followed = 0
-        self._previous: tuple[dict[int, int], torch.Tensor] | None = None
+        self.owned_pairs = 0
+        self.owner_changes = 0
+        self._previous: tuple[dict[int, int], dict[int, int], torch.Tensor] | None = None
 
     def new_video(self) -> None:
         self._previous = None
@@ -158,9 +162,13 @@ class QueryHandovers:
         """embeddings (B, Q, D), owners (B, Q) object index or -1, object_probs (B, Q)."""
         for frame, owner, probs in zip(F.normalize(embeddings.float().cpu(), dim=-1), owners.tolist(),
                                        object_probs.tolist()):
-            held = {g: q for q, g in enumerate(owner) if g >= 0 and probs[q] >= OBJECT_SHOWN}
+            owned = {g: q for q, g in enumerate(owner) if g >= 0}
+            held = {g: q for g, q in owned.items() if probs[q] >= OBJECT_SHOWN}
             if self._previous is not None:
-                previous_held, previous = self._previous
+                previous_owned, previous_held, previous = self._previous
+                both = owned.keys() & previous_owned.keys()
+                self.owned_pairs += len(both)
+                self.owner_changes += sum(owned[g] != previous_owned[g] for g in both)
                 similarity = previous @ frame.T  # (Q, Q): query i of the previous frame, query j of this one
                 for g in held.keys() & previous_held.keys():
                     old, new = previous_held[g], held[g]
@@ -170,17 +178,19 @@ class QueryHandovers:
                     self.to_new_owner.append(float(similarity[old, new]))
                     self.to_old_query.append(float(similarity[old, old]))
                     self.followed += int(similarity[old].argmax()) == new
-            self._previous = held, frame
+            self._previous = owned, held, frame
 
     def summary(self) -> dict:
         """{"pairs", "handovers", "handover_rate", "followed_rate", "cosine_kept", "cosine_handover_new_owner",
-        "cosine_handover_old_query"}: rates and mean cosines are None without pairs (handovers) to average."""
+        "cosine_handover_old_query", "owned_pairs", "owner_changes", "owner_change_rate"}: rates and mean cosines
+        are None without pairs (handovers) to average."""
         handovers = len(self.to_new_owner)
         pairs = handovers + len(self.kept)
         return {"pairs": pairs, "handovers": handovers, "handover_rate": _ratio(handovers, pairs),
                 "followed_rate": _ratio(self.followed, handovers), "cosine_kept": _mean(self.kept),
                 "cosine_handover_new_owner": _mean(self.to_new_owner),
-                "cosine_handover_old_query": _mean(self.to_old_query)}
+                "cosine_handover_old_query": _mean(self.to_old_query), "owned_pairs": self.owned_pairs,
+                "owner_changes": self.owner_changes, "owner_change_rate": _ratio(self.owner_changes, self.owned_pairs)}
 
 
 def _ratio(part: int, whole: int) -> float | None:

@@ -63,6 +63,9 @@ def handover_sentence(report: dict) -> str:
                      f"with the new owner's and {found['cosine_handover_old_query']:.2f} with its own in the next "
                      f"frame: the new owner is its most similar query in {100 * found['followed_rate']:.0f} % of "
                      "handovers, so matching can move a slot only that often.")
+    if found.get("owned_pairs"):  # reports from before owners of any confidence were counted have none
+        sentence += (f" Counting owners of any confidence, an object's owner changed in {found['owner_changes']} of "
+                     f"{found['owned_pairs']} adjacent-frame pairs ({100 * found['owner_change_rate']:.1f} %).")
     return sentence
 
 
