@@ -223,22 +223,20 @@ def _complexity_notes(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> 
 def _zero_score_notes(paper_table: PaperTable, scale: Scale, runs_dir: Path) -> list[str]:
     """One note per scored (model, variant, benchmark) of the table whose detections all scored exactly 0
     (metrics.json's counts): its AP measures an arbitrary order, not the method's ranking."""
+    benchmarks = sorted({column.benchmark_at(scale) for column in paper_table.columns
+                         if column.source == "score"} - {None})
+    runs = dict.fromkeys((row.models[scale], row.variant) for group in paper_table.groups for row in group.rows
+                         if scale in row.models)  # in table order, each once
     notes = []
-    for group in paper_table.groups:
-        for row in group.rows:
-            model = row.models.get(scale)
-            benchmarks = {column.benchmark_at(scale) for column in paper_table.columns if column.source == "score"}
-            for benchmark in sorted(b for b in benchmarks if b and model):
-                path = score_path(runs_dir, scale, model, benchmark, row.variant)
-                counts = read_json(path).get("counts", {}) if path.exists() else {}
-                predictions = counts.get("predictions")
-                if predictions and counts.get("predictions_scored_zero") == predictions:
-                    note = (f"Ours, {model} · {row.variant} on {benchmark}: all {predictions} detections scored 0, "
-                            f"so its AP ranks them in an arbitrary order. The usual cause: a ReLU mask-IoU head "
-                            f"that died in training (its output negative for every input, it predicts IoU 0 for "
-                            f"every query and gets no gradient again; `clipvis train` warns of it).")
-                    if note not in notes:
-                        notes.append(note)
+    for (model, variant), benchmark in ((run, benchmark) for run in runs for benchmark in benchmarks):
+        path = score_path(runs_dir, scale, model, benchmark, variant)
+        counts = read_json(path).get("counts", {}) if path.exists() else {}
+        predictions = counts.get("predictions")
+        if predictions and counts.get("predictions_scored_zero") == predictions:
+            notes.append(f"Ours, {model} · {variant} on {benchmark}: all {predictions} detections scored 0, so its "
+                         f"AP ranks them in an arbitrary order. The usual cause: a ReLU mask-IoU head that died in "
+                         f"training (its output negative for every input, it predicts IoU 0 for every query and "
+                         f"gets no gradient again; `clipvis train` warns of it).")
     return notes
 
 
