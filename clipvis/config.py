@@ -160,6 +160,9 @@ class TrainConfig:
     weight_mask: float = 5.0
     weight_dice: float = 5.0
     no_object_weight: float = 0.4
+    # all: the whole segmenter learns; iou_head: only a fresh mask-IoU head learns, on the frozen model of --init
+    # (Table IV's variants at toy scale, README)
+    trainable: Literal["all", "iou_head"] = "all"
     checkpoint_every: int = 250
     log_every: int = 10
     num_workers: int = 0

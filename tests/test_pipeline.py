@@ -27,7 +27,7 @@ infer: {min_size: 48}
 
 # Two of the three trained models (Table IV's iou_pooled is left out): every stage is a process of ~10 s
 # of imports on 2 cores, and the pipeline runs three times below.
-WORKFLOW = {"toy": {"params_dir": "params/toy", "models": ["default", "iou_relu"],
+WORKFLOW = {"toy": {"params_dir": "params/toy", "models": ["default", "iou_relu"], "init": {"iou_relu": "default"},
                     "benchmarks": ["toy_lvvis", "toy_ovis"], "ablation_benchmarks": ["toy_lvvis", "toy_ovis"],
                     "complexity_models": ["default"], "complexity_frame": [48, 64], "ablation_model": "default",
                     "ablation_variants": ["default", "no_woc_no_tkm", "woc_no_tkm", "adjacent", "T9_K3"],

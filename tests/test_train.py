@@ -159,3 +159,27 @@ def test_a_finished_run_is_replaced_only_with_overwrite(tiny_config, tmp_path):
     replaced = trainable(tmp_path / "run" / "model_final.pt")
     assert load_checkpoint(tmp_path / "run" / "model_final.pt")["config"]["train"]["lr"] == 1e-5
     assert not all(torch.equal(first[k], replaced[k]) for k in first)
+
+
+def test_a_head_only_training_changes_only_a_fresh_iou_head(tiny_config, tmp_path):
+    """Table IV's toy protocol: a variant head (here pooled input, ReLU: another architecture than the
+    init's head) trains alone on the frozen model of --init; every other tensor stays the init's."""
+    tiny_config.train.max_iter = 2
+    init = train(tiny_config, tmp_path / "method", tracking=False)
+    tiny_config.model.iou_head_input = "pooled"
+    tiny_config.model.iou_activation = "relu"
+    tiny_config.train.trainable = "iou_head"
+    variant = train(tiny_config, tmp_path / "variant", init=init, tracking=False)
+
+    before, after = trainable(init), trainable(variant)
+    head = [key for key in after if key.startswith("decoder.iou_head.")]
+    assert head and before.keys() == after.keys()
+    assert all(torch.equal(before[key], after[key]) for key in after if key not in head)
+    assert not any(torch.equal(before[key], after[key]) for key in head)
+
+
+def test_a_head_only_training_needs_init(tiny_config, tmp_path):
+    tiny_config.train.trainable = "iou_head"
+    with pytest.raises(InputError, match="train.trainable iou_head needs --init"):
+        train(tiny_config, tmp_path / "variant", tracking=False)
+    assert not (tmp_path / "variant" / "model_final.pt").exists()

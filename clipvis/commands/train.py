@@ -1,10 +1,11 @@
-"""`clipvis train` (image training) and `clipvis finetune --init CKPT` (single-frame video fine-tuning)."""
+"""`clipvis train` (image training) and `clipvis finetune --init CKPT` (training from a model's weights:
+single-frame video fine-tuning, or with `train.trainable: iou_head` a fresh mask-IoU head alone)."""
 
 from __future__ import annotations
 
 from clipvis.commands.arguments import add_config_arguments, config_from_arguments
 
-HELP = "train the segmenter (train: LVIS/COCO images; finetune: YTVIS frames from --init)"
+HELP = "train the segmenter (train: LVIS/COCO images; finetune: from --init, e.g. on YTVIS frames)"
 
 
 def add_arguments(parser) -> None:

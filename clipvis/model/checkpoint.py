@@ -102,11 +102,13 @@ def config_for_checkpoint(checkpoint: str | Path, params: str | Path | None,
     return cfg, state
 
 
-def check_architecture(state: dict, cfg: Config, path: str | Path) -> None:
-    """Refuse a checkpoint whose network (model section, CLIP model) differs from `cfg`'s, naming the keys."""
+def check_architecture(state: dict, cfg: Config, path: str | Path, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse a checkpoint whose network (model section, CLIP model) differs from `cfg`'s, naming the keys;
+    model keys in `ignore` may differ."""
     saved = checkpoint_config(state, path)
     differing = {f"model.{key}": (value, getattr(cfg.model, key))
-                 for key, value in to_dict(saved.model).items() if getattr(cfg.model, key) != value}
+                 for key, value in to_dict(saved.model).items()
+                 if getattr(cfg.model, key) != value and key not in ignore}
     if saved.clip.model != cfg.clip.model:
         differing["clip.model"] = (saved.clip.model, cfg.clip.model)
     if differing:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SIZE_DIVISIBILITY = 32
 EAGER = "eager"  # `_compiled_forward` once compiling has failed
+IOU_HEAD_KEYS = "decoder.iou_head."  # the mask-IoU head's tensors in the state dict
 
 
 class CLIPVIS(nn.Module):
@@ -55,10 +56,19 @@ class CLIPVIS(nn.Module):
         """Everything but the frozen CLIP (which is loaded from its own weights)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("clip.")}
 
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load everything but the frozen CLIP; a missing, unexpected or misshapen tensor is a ValueError
-        naming it."""
+    def freeze_all_but_iou_head(self) -> None:
+        """Table IV's head-only protocol: only the mask-IoU head learns; the rest keeps its loaded weights."""
+        self.requires_grad_(False)
+        self.decoder.iou_head.requires_grad_(True)
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], keep_iou_head: bool = False) -> None:
+        """Load everything but the frozen CLIP (and, with `keep_iou_head`, but the mask-IoU head, which keeps
+        its own weights: the start of a head-only training); a missing, unexpected or misshapen tensor is a
+        ValueError naming it."""
         expected = self.trainable_state_dict()
+        if keep_iou_head:
+            own_head = {key: value for key, value in expected.items() if key.startswith(IOU_HEAD_KEYS)}
+            state = {**{key: value for key, value in state.items() if not key.startswith(IOU_HEAD_KEYS)}, **own_head}
         problems = [f"missing {key}" for key in expected if key not in state]
         problems += [f"unexpected {key}" for key in state if key not in expected]
         problems += [f"{key} has shape {list(state[key].shape)}, the model {list(tensor.shape)}"

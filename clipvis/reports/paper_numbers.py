@@ -179,7 +179,8 @@ TABLE3 = PaperTable(
 
 TABLE4 = PaperTable(
     key="table4",
-    title="Table IV: the mask-IoU head's input features and activation (models retrained), R50",
+    title="Table IV: the mask-IoU head's input features and activation (models retrained; at toy scale the head "
+          "alone, on the method's frozen model), R50",
     label_headers=("Setting",),
     columns=_ABLATION_COLUMNS,
     groups=(

@@ -36,6 +36,7 @@ from clipvis.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
+IOU_HEAD_SETTINGS = ("iou_head_input", "iou_activation")  # what a head-only training may change of its --init
 NO_DECAY_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.Embedding)
 
 
@@ -77,11 +78,17 @@ def _train(cfg: Config, out_dir: Path, init, resume: bool, tracking: bool, rank:
     torch.manual_seed(cfg.train.seed)
 
     model = CLIPVIS.from_config(cfg.model, cfg.clip).to(device)
+    head_only = cfg.train.trainable == "iou_head"
+    if head_only and not init:
+        raise InputError("--init", "", "train.trainable iou_head needs --init: the trained model whose masks the "
+                                       "new mask-IoU head learns to rank")
     if init:
         initial = load_checkpoint(init)
-        check_architecture(initial, cfg, init)
-        model.load_trainable_state_dict(initial["model"])
-        log.info("initialised from %s", init)
+        check_architecture(initial, cfg, init, ignore=IOU_HEAD_SETTINGS if head_only else ())
+        model.load_trainable_state_dict(initial["model"], keep_iou_head=head_only)
+        log.info("initialised from %s%s", init, " (all but the mask-IoU head, which alone trains)" if head_only else "")
+    if head_only:
+        model.freeze_all_but_iou_head()
     criterion = build_criterion(cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
