@@ -28,6 +28,7 @@ infer: {min_size: 48}
 # Two of the three trained models (Table IV's iou_pooled is left out): every stage is a process of ~10 s
 # of imports on 2 cores, and the pipeline runs three times below.
 WORKFLOW = {"toy": {"params_dir": "params/toy", "models": ["default", "iou_relu"], "init": {"iou_relu": "default"},
+                    "extra_variants": {"iou_relu": ["iou_only"]},
                     "benchmarks": ["toy_lvvis", "toy_ovis"], "ablation_benchmarks": ["toy_lvvis", "toy_ovis"],
                     "complexity_models": ["default"], "complexity_frame": [48, 64], "ablation_model": "default",
                     "ablation_variants": ["default", "no_woc_no_tkm", "woc_no_tkm", "adjacent", "T9_K3"],
@@ -62,7 +63,8 @@ def test_reproduce_all_then_a_dvc_experiment(tmp_path):
     table1 = (work / "reports" / "tables" / "table1.md").read_text()
     assert "default · default" in table1 and "missing" not in table1.split("default · default")[1].split("\n")[0]
     summary = json.loads((work / "reports" / "summary.json").read_text())
-    assert {"table2/default · woc_no_tkm/LV-VIS AP", "table4/iou_relu · default/LV-VIS AP"} <= set(summary)
+    assert {"table2/default · woc_no_tkm/LV-VIS AP", "table4/iou_relu · default/LV-VIS AP",
+            "table4/iou_relu · iou_only/LV-VIS AP"} <= set(summary)
     assert (work / "reports" / "index.html").exists() and (work / "reports" / "tables" / "table5.tex").exists()
     assert json.loads((work / "runs/toy/default/bench/complexity.json").read_text())["gflops_per_frame"] > 0
     assert {f"images/{model}/toy_lvis_val AP" for model in WORKFLOW["toy"]["models"]} <= set(summary)

@@ -151,6 +151,7 @@ TABLE1 = PaperTable(
 # ----------------------------------------------------------------------------------- Tables II–V
 
 _OURS_ROW = (19.5, 24.2, 14.1, 5.2, 7.7)  # CLIP-VIS R50 (LVIS) with every module, as in Tables II–V
+_NOT_REPORTED = (None,) * 5  # a row of ours that the paper's table does not have
 
 TABLE2 = PaperTable(
     key="table2",
@@ -192,6 +193,15 @@ TABLE4 = PaperTable(
         RowGroup("(b) activation", (
             Row(("ReLU",), (18.8, 22.8, 12.3, 5.1, 7.4), {"paper": "r50_lvis_iou_relu", "toy": "iou_relu"}),
             Row(("Sigmoid",), _OURS_ROW, R50_LVIS),
+        )),
+        # Ours: the same models with the mask-IoU score alone weighting the classification (no object score),
+        # where the head's ranking is not hidden behind the object score
+        RowGroup("(c) ranked by the mask-IoU score alone (iou_only; not in the paper)", (
+            Row(("mask-pooled features, sigmoid",), _NOT_REPORTED, {"paper": "r50_lvis_iou_pooled", "toy": "iou_pooled"},
+                "iou_only"),
+            Row(("query embeddings, ReLU",), _NOT_REPORTED, {"paper": "r50_lvis_iou_relu", "toy": "iou_relu"},
+                "iou_only"),
+            Row(("query embeddings, sigmoid",), _NOT_REPORTED, R50_LVIS, "iou_only"),
         )),
     ),
 )

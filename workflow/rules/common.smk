@@ -102,10 +102,13 @@ ABLATION_VARIANTS = S.get("ablation_variants") or variant_names()
 
 
 def variants_of(model, benchmark):
-    """Test-time variants run for a (model, benchmark): the ablations on the ablation model."""
-    if model == S["ablation_model"] and benchmark in S["ablation_benchmarks"]:
+    """Test-time variants run for a (model, benchmark): the ablations on the ablation model; `default` on the
+    others, and on the ablation benchmarks the model's `extra_variants`."""
+    if benchmark not in S["ablation_benchmarks"]:
+        return ["default"]
+    if model == S["ablation_model"]:
         return ABLATION_VARIANTS
-    return ["default"]
+    return ["default"] + S.get("extra_variants", {}).get(model, [])
 
 
 def data_ready(benchmark):
