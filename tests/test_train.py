@@ -161,6 +161,18 @@ def test_a_finished_run_is_replaced_only_with_overwrite(tiny_config, tmp_path):
     assert not all(torch.equal(first[k], replaced[k]) for k in first)
 
 
+def test_a_run_saved_before_a_config_key_existed_is_still_the_same_run(tiny_config, tmp_path):
+    tiny_config.train.max_iter = 2
+    final = train(tiny_config, tmp_path / "run", tracking=False)
+    for name in ("model_final.pt", "checkpoint_last.pt"):  # as written before train.trainable existed
+        state = torch.load(tmp_path / "run" / name, weights_only=True)
+        del state["config"]["train"]["trainable"]
+        torch.save(state, tmp_path / "run" / name)
+    before = trainable(final)
+    again = trainable(train(tiny_config, tmp_path / "run", tracking=False))  # neither refused nor retrained
+    assert all(torch.equal(before[key], again[key]) for key in before)
+
+
 def test_a_head_only_training_changes_only_a_fresh_iou_head(tiny_config, tmp_path):
     """Table IV's toy protocol: a variant head (here pooled input, ReLU: another architecture than the
     init's head) trains alone on the frozen model of --init; every other tensor stays the init's."""

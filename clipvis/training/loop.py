@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from clipvis.config import Config, save_config, to_dict, training_settings
+from clipvis.config import Config, load_config, save_config, to_dict, training_settings
 from clipvis.data.datasets import build_train_dataset, collate
 from clipvis.data.samplers import build_train_sampler
 from clipvis.errors import InputError
@@ -155,7 +155,9 @@ def _train(cfg: Config, out_dir: Path, init, resume: bool, tracking: bool, rank:
 
 
 def differing_settings(saved: dict, cfg: Config) -> list[str]:
-    """The dotted training settings in which a checkpoint's config dict differs from `cfg` (empty: same run)."""
+    """The dotted training settings in which a checkpoint's config dict differs from `cfg` (empty: same run).
+    A key the saved config lacks (one added to the config since) counts as its default."""
+    saved = to_dict(load_config(None, base=saved, base_source="the checkpoint's config"))
     ours, theirs = training_settings(to_dict(cfg)), training_settings(saved)
     differing = []
     for section, value in ours.items():
