@@ -30,7 +30,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pycocotools.mask as mask_api
@@ -101,17 +103,27 @@ def ground_truth_masks(cfg: Config, root: Path, frame_step: int) -> dict:
     return {"clip_grid": grid, "gt_mask_classification": classification}
 
 
-@torch.inference_mode()
-def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: str, root: Path, infer: InferConfig,
-                          frame_step: int) -> dict[str, np.ndarray]:
-    """Per ground-truth object in every `frame_step`-th frame: its track (annotation id), its category id,
-    whether its mask survives at the CLIP stride, whether pooling CLIP over it gives its category
-    (`index`: category id -> the vocabulary index of `text`), the category id it gives (meaningless where
-    the mask vanished), and its visible area over the frame's."""
+@dataclass
+class SampledFrame:
+    """One sampled frame of a benchmark video and its ground-truth objects."""
+
+    present: list[dict]  # the annotations (tracks) with a mask in this frame
+    masks: torch.Tensor  # (N, H, W) bool, their masks at the original size
+    resized: torch.Tensor  # (3, h, w) the frame as inference resizes it
+    images: torch.Tensor  # (1, 3, hp, wp) the model's input (normalised, padded)
+
+    def mask_logits(self) -> torch.Tensor:
+        """(N, hp/4, wp/4) the ground-truth masks at the mask resolution (`ground_truth_logits`)."""
+        return ground_truth_logits(self.masks, tuple(self.resized.shape[-2:]), tuple(self.images.shape[-2:]))
+
+
+def sampled_frames(model, benchmark_name: str, root: Path, infer: InferConfig, frame_step: int,
+                   desc: str) -> Iterator[SampledFrame]:
+    """Every `frame_step`-th frame of each video of a benchmark that shows a ground-truth object, resized as
+    inference resizes it and preprocessed by `model`."""
     from clipvis.data.registry import get_benchmark
     from clipvis.data.datasets import decode_masks, read_rgb
     from clipvis.data.formats import load_video_gt
-    from clipvis.model.text_classifier import classification_logits
     from clipvis.model.postprocess import resize_for_inference
 
     benchmark = get_benchmark(benchmark_name)
@@ -120,9 +132,7 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
     tracks: dict[int, list[dict]] = {}
     for annotation in gt["annotations"]:
         tracks.setdefault(annotation["video_id"], []).append(annotation)
-    vocabulary_ids = {i: category_id for category_id, i in index.items()}
-    track, category, visible, correct, predicted, area_share = [], [], [], [], [], []
-    for video in tqdm(gt["videos"], desc=f"ground-truth masks {benchmark_name}", unit="video"):
+    for video in tqdm(gt["videos"], desc=f"{desc} {benchmark_name}", unit="video"):
         height, width = video["height"], video["width"]
         for t in range(0, video["length"], frame_step):
             present = [a for a in tracks.get(video["id"], []) if a["segmentations"][t]]
@@ -130,20 +140,33 @@ def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: st
                 continue
             frame = read_rgb(image_root / video["file_names"][t], height, width, annotation_path)
             resized = resize_for_inference(frame, infer.min_size, infer.max_size, infer.resize)
-            images = model.preprocess([resized])
-            dense = model.clip.features(images)["clip_dense"]
             masks = decode_masks([a["segmentations"][t]["counts"] for a in present], height, width)
-            logits = ground_truth_logits(masks, tuple(resized.shape[-2:]), tuple(images.shape[-2:]))
-            embeddings, valid = model.clip.pool_masks(dense, logits[None])
-            scores = classification_logits(embeddings, text.embeddings, text.synonym_class, text.num_classes,
-                                           model.clip.logit_scale, valid)[0]  # (N, C)
-            labels = torch.tensor([index[a["category_id"]] for a in present])
-            track += [a["id"] for a in present]
-            category += [a["category_id"] for a in present]
-            visible += valid[0].tolist()
-            correct += (valid[0] & (scores.argmax(-1) == labels)).tolist()
-            predicted += [vocabulary_ids[i] for i in scores.argmax(-1).tolist()]
-            area_share += (masks.flatten(1).sum(1) / (height * width)).tolist()
+            yield SampledFrame(present, masks, resized, model.preprocess([resized]))
+
+
+@torch.inference_mode()
+def classify_ground_truth(model, text, index: dict[int, int], benchmark_name: str, root: Path, infer: InferConfig,
+                          frame_step: int) -> dict[str, np.ndarray]:
+    """Per ground-truth object in every `frame_step`-th frame: its track (annotation id), its category id,
+    whether its mask survives at the CLIP stride, whether pooling CLIP over it gives its category
+    (`index`: category id -> the vocabulary index of `text`), the category id it gives (meaningless where
+    the mask vanished), and its visible area over the frame's."""
+    from clipvis.model.text_classifier import classification_logits
+
+    vocabulary_ids = {i: category_id for category_id, i in index.items()}
+    track, category, visible, correct, predicted, area_share = [], [], [], [], [], []
+    for frame in sampled_frames(model, benchmark_name, root, infer, frame_step, "ground-truth masks"):
+        dense = model.clip.features(frame.images)["clip_dense"]
+        embeddings, valid = model.clip.pool_masks(dense, frame.mask_logits()[None])
+        scores = classification_logits(embeddings, text.embeddings, text.synonym_class, text.num_classes,
+                                       model.clip.logit_scale, valid)[0]  # (N, C)
+        labels = torch.tensor([index[a["category_id"]] for a in frame.present])
+        track += [a["id"] for a in frame.present]
+        category += [a["category_id"] for a in frame.present]
+        visible += valid[0].tolist()
+        correct += (valid[0] & (scores.argmax(-1) == labels)).tolist()
+        predicted += [vocabulary_ids[i] for i in scores.argmax(-1).tolist()]
+        area_share += (frame.masks.flatten(1).sum(1) / frame.masks[0].numel()).tolist()
     return {"track": np.array(track, dtype=np.int64), "category": np.array(category, dtype=np.int64),
             "visible": np.array(visible, dtype=bool), "correct": np.array(correct, dtype=bool),
             "predicted": np.array(predicted, dtype=np.int64), "area_share": np.array(area_share)}
