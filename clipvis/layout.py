@@ -9,6 +9,7 @@
     <runs>/<scale>/<model>/score/<benchmark>/<variant>/metrics.json
     <runs>/<scale>/<model>/eval_images/<dataset>/metrics.json            `clipvis eval-images`
     <runs>/<scale>/<model>/bench/complexity.json, toy_diagnostics.json   `clipvis bench complexity`, `bench toy`
+    <runs>/<scale>/<model>/bench/iou_head.json                           `clipvis bench iou-head`
     <runs>/<scale>/<model>/matching_test/<benchmark>/matching_test.json  `clipvis matching-test`
     <runs>/<scale>/<model>/qualitative/<benchmark>_<video>/overlay.gif   `clipvis segment`
 
@@ -37,6 +38,7 @@ METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.json"
 COMPLEXITY_FILE = "complexity.json"
 TOY_DIAGNOSTICS_FILE = "toy_diagnostics.json"
+IOU_HEAD_FILE = "iou_head.json"
 MATCHING_TEST_FILE = "matching_test.json"
 TOY_CLIP = "toy_clip.pt"
 TEXT_CACHE = f"{RUNS}/text_embeddings"      # CLIP text embeddings, by model and vocabulary

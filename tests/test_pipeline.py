@@ -72,6 +72,7 @@ def test_reproduce_all_then_a_dvc_experiment(tmp_path):
     assert "switch_rate" in json.loads((work / "runs/toy/default/infer/toy_lvvis/T9_K3/matching.json").read_text())
     assert "matching_test/default/toy_ovis/T9_K3 noise 1 AP" in summary
     assert "diagnostics/default/toy_ovis visible to the CLIP grid %" in summary
+    assert {f"iou_head/{model}/toy_ovis mean abs. error, all queries" for model in WORKFLOW["toy"]["models"]} <= set(summary)
 
     import mlflow
 

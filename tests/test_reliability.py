@@ -100,8 +100,8 @@ def test_repeated_set_options_are_combined_in_every_command():
                     yield from parsers(sub)
 
     overrides = [action for sub in parsers(cli.build_parser()) for action in sub._actions if action.dest == "overrides"]
-    assert len(overrides) == 11  # data, train, finetune, pretrain-clip, infer, segment, eval-images, import,
-    # matching-test, bench complexity and bench toy
+    assert len(overrides) == 12  # data, train, finetune, pretrain-clip, infer, segment, eval-images, import,
+    # matching-test, bench complexity, bench toy and bench iou-head
     assert all(isinstance(action, argparse._ExtendAction) and action.nargs == "+" for action in overrides)
     args = cli.build_parser().parse_args(["infer", "--benchmark", "b", "--checkpoint", "c", "--out", "o",
                                           "--set", "a.b=1", "c.d=2", "--set", "e.f=3"])

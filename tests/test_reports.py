@@ -240,6 +240,12 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
                                     "tracks": {"tracks": 40, "found": 0.9,
                                                "top1_of_found": {"overall": 0.7, "base": 0.75, "novel": 0.6}}}},
         "training": {"iterations": 3000, "final_loss": 4.2, "previous_loss": 4.5, "still_falling": True}}).encode())
+    for model, head, spearman in (("default", "sigmoid", 0.634), ("iou_relu", "relu", None)):
+        confident = {"queries": 40, "spearman": spearman, "mean_abs_error": 0.15, "mean_predicted": 0.9, "mean_true": 0.78}
+        put_file(toy_runs / "toy" / model / "bench" / "iou_head.json", json.dumps({
+            "iou_head_input": "query", "iou_activation": head, "frame_step": 4, "confident": 0.5, "benchmarks": {
+                "toy_lvvis": {"queries": 400, "spearman": spearman, "mean_abs_error": 0.291, "mean_predicted": 0.4,
+                              "mean_true": 0.3, "confident": confident}}}).encode())
     put_file(toy_runs / "toy" / "default" / "matching_test" / "toy_ovis" / "matching_test.json", json.dumps({
         "benchmark": "toy_ovis", "noise_levels": [0.0, 1.0], "rows": [
             {"variant": "network order", "noise": 0.0, "identity_recovery": 0.8, "AP": 0.3},
@@ -281,6 +287,12 @@ def test_tables_command_writes_index_html_that_chromium_renders(toy_runs, mlflow
     assert "diagnostics/default/toy_ovis GT-mask top-1 % novel" not in summary
     assert "diagnostics/default/toy_ovis AP" not in summary
     assert 'id="matching_test"' in page and ">98.8<" in page and ">undefined<" in page
+    # the mask-IoU heads' quality sits under Table IV, which compares them; a dead head has no rank correlation
+    assert page.index('id="table4"') < page.index('id="iou_heads"') < page.index('id="table5"')
+    assert "<td>query, relu</td><td>toy_lvvis</td>" in page and ">0.63<" in page and ">—<" in page
+    assert summary["iou_head/default/toy_lvvis Spearman, all queries"] == 0.634
+    assert summary["iou_head/iou_relu/toy_lvvis mean abs. error, confident queries"] == 0.15
+    assert "iou_head/iou_relu/toy_lvvis Spearman, all queries" not in summary
     assert summary["matching_test/default/toy_ovis/adjacent noise 0 identity %"] == 98.76
     assert summary["matching_test/default/toy_ovis/adjacent noise 1 AP"] == 20.0
     assert "| `network order` | 80.0 | 30.0 |  |  |" in (reports / "tables" / "matching_test.md").read_text()

@@ -38,7 +38,7 @@ def test_paper_dag_lists_every_job_without_data():
     # every model on the 6 benchmarks; LV-VIS val and BURST scored locally, the rest zipped for servers
     assert counts["infer"] == 6 * 6 and counts["score"] == 6 * 2
     assert counts["data_benchmark"] >= 9 and counts["complexity"] == 2 and counts["tables"] == 1
-    assert "matching_test" not in counts and "toy_diagnostics" not in counts
+    assert "matching_test" not in counts and "toy_diagnostics" not in counts and "iou_head_quality" not in counts
 
 
 def test_toy_dag_and_the_reproduce_dash_all_alias():
@@ -46,6 +46,7 @@ def test_toy_dag_and_the_reproduce_dash_all_alias():
     # the method model trains; Table IV's two variant heads train on it (toy.init)
     assert counts["pretrain_clip"] == 1 and counts["train"] == 1 and counts["finetune"] == 2 and counts["infer"] == 6
     assert counts["reproduce_all_alias"] == 1 and counts["matching_test"] == 1 and counts["toy_diagnostics"] == 1
+    assert counts["iou_head_quality"] == 3  # every model's mask-IoU head (Table IV)
 
 
 def test_the_ablation_model_trains_first():

@@ -24,6 +24,8 @@ TOPICS = {
     "toy": ("clipvis.bench.toy:run",
             "what bounds the toy experiment: CLIP-grid visibility, ground-truth-mask classification, "
             "oracle-class AP, slot switches, training loss"),
+    "iou-head": ("clipvis.bench.iou_head:run",
+                 "how well a trained model's mask-IoU head predicts its masks' IoU (rank correlation, error)"),
     "gpu": ("clipvis.bench.gpu:run", "the GPU check: AMP training, DDP, FPS, memory, CPU vs GPU outputs"),
 }
 
@@ -50,7 +52,7 @@ def add_arguments(parser) -> None:
             topic.add_argument("--width", type=int, default=640)
         if name in ("model", "infer"):
             topic.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
-        if name == "complexity":
+        if name in ("complexity", "iou-head"):
             topic.add_argument("--checkpoint", required=True)
             add_config_arguments(topic, "params YAML (default: the checkpoint's own config)")
         if name == "infer":
@@ -62,10 +64,11 @@ def add_arguments(parser) -> None:
         if name == "toy":
             add_config_arguments(topic, "params YAML (CLIP, infer sizes; default: params/toy/default.yaml)")
             topic.set_defaults(params="params/toy/default.yaml")
-            topic.add_argument("--root", help="data root (default: $CLIPVIS_DATA, else the config's data.root)")
             topic.add_argument("--model-runs", help="a trained model's runs folder (e.g. runs/toy/default, with "
                                                     "train/ and infer/): adds the segmenter and training diagnostics")
-            topic.add_argument("--frame-step", type=int, default=4, help="classify ground-truth masks in every n-th frame")
+        if name in ("toy", "iou-head"):
+            topic.add_argument("--root", help="data root (default: $CLIPVIS_DATA, else the config's data.root)")
+            topic.add_argument("--frame-step", type=int, default=4, help="use every n-th frame of each video")
         if name == "memory":
             topic.add_argument("--scale", choices=("narrow", "paper"), default="narrow",
                                help="narrow: a small model on 240x320 (quick); paper: RN50 on 480x640")

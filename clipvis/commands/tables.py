@@ -30,6 +30,7 @@ def main(args) -> int:
     from clipvis.reports.diagnostics_results import diagnostics, diagnostics_values
     from clipvis.reports.html import write_report
     from clipvis.reports.image_results import image_metrics, image_values
+    from clipvis.reports.iou_head_results import iou_head_values, iou_heads
     from clipvis.reports.matching_results import matching_tests, matching_values
     from clipvis.reports.tables import build_tables, measured_values
 
@@ -40,6 +41,7 @@ def main(args) -> int:
     values = (measured_values(build_tables(args.scale, args.runs)) | image_values(image_metrics(args.scale, args.runs))
               | clip_values(clip_reports(args.scale, args.runs))
               | diagnostics_values(diagnostics(args.scale, args.runs))
+              | iou_head_values(iou_heads(args.scale, args.runs))
               | matching_values(matching_tests(args.scale, args.runs)))
     write_json(summary, values, indent=1)
     for path in [*report.tables, *report.images, report.index, summary]:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from clipvis import layout
 from clipvis.files import atomic_path, write_text
-from clipvis.reports import clip_results, diagnostics_results, image_results, matching_results, plots, qualitative
+from clipvis.reports import (clip_results, diagnostics_results, image_results, iou_head_results, matching_results, plots,
+                             qualitative)
 from clipvis.reports.paper_numbers import Scale
 from clipvis.reports.tables import build_tables, render_html, write_tables
 
@@ -72,6 +73,9 @@ HOW_MADE = {
 }
 
 
+IOU_HEADS_AFTER = "table4"  # the mask-IoU heads' quality is shown under the table that compares them
+
+
 @dataclass
 class Report:
     index: Path
@@ -101,6 +105,7 @@ def write_report(scale: Scale, runs_dir: str | Path, out_dir: str | Path, data_r
     images = image_results.image_metrics(scale, runs_dir)
     clips = clip_results.clip_reports(scale, runs_dir)
     diagnostics = diagnostics_results.diagnostics(scale, runs_dir)
+    heads = iou_head_results.iou_heads(scale, runs_dir)
     matching_tests = matching_results.matching_tests(scale, runs_dir)
     if matching_tests:
         report.tables.append(out_dir / "tables" / "matching_test.md")
@@ -108,7 +113,7 @@ def write_report(scale: Scale, runs_dir: str | Path, out_dir: str | Path, data_r
                                                 for (model, name), test in matching_tests.items()))
     sections = [
         "<h2>Tables</h2>",
-        *(f'<div class="scroll">{render_html(table, out_dir)}</div>' for table in tables),
+        *_table_sections(tables, out_dir, heads),
         *(["<h2>Diagnostics of the toy experiment</h2>"] if diagnostics else []),
         *(f'<div class="scroll">{diagnostics_results.render_diagnostics(model, found)}</div>'
           for model, found in diagnostics.items()),
@@ -140,6 +145,16 @@ def write_report(scale: Scale, runs_dir: str | Path, out_dir: str | Path, data_r
                                                 f"{html.escape(str(runs_dir / scale))}/*/qualitative/).</p>"])]
     write_text(report.index, _page(scale, runs_dir, sections))
     return report
+
+
+def _table_sections(tables: list, out_dir: Path, heads: dict[str, dict]) -> list[str]:
+    """Each table, and the mask-IoU heads' quality (`heads`, if any) under the table that compares them."""
+    sections = []
+    for table in tables:
+        sections.append(f'<div class="scroll">{render_html(table, out_dir)}</div>')
+        if table.key == IOU_HEADS_AFTER and heads:
+            sections.append(f'<div class="scroll">{iou_head_results.render_iou_heads(heads)}</div>')
+    return sections
 
 
 def copy_qualitative(scale: Scale, runs_dir: Path, out_dir: Path) -> list[Path]:

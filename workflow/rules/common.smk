@@ -33,6 +33,7 @@ SCORES_JSON = f"{SCORE_DIR}/{layout.SCORES_FILE}"
 EVAL_IMAGES_DIR = runs_path(layout.eval_images_dir, "{model}", "{dataset}")
 COMPLEXITY_JSON = f"{runs_path(layout.bench_dir, '{model}')}/{layout.COMPLEXITY_FILE}"
 DIAGNOSTICS_JSON = f"{runs_path(layout.bench_dir, '{model}')}/{layout.TOY_DIAGNOSTICS_FILE}"
+IOU_HEAD_JSON = f"{runs_path(layout.bench_dir, '{model}')}/{layout.IOU_HEAD_FILE}"
 MATCHING_TEST_DIR = runs_path(layout.matching_test_dir, "{model}", "{benchmark}")
 QUALITATIVE_DIR = runs_path(layout.qualitative_dir, "{model}", "{benchmark}", "{video}")
 LOGS = runs_path(layout.logs_dir)
@@ -153,8 +154,10 @@ def qualitative_targets():
 
 
 def diagnostics_targets():
-    """`clipvis bench toy` of the ablation model (toy scale)."""
-    return [DIAGNOSTICS_JSON.format(model=S["ablation_model"])] if S.get("diagnostics") else []
+    """`clipvis bench toy` of the ablation model and `clipvis bench iou-head` of every model (toy scale)."""
+    if not S.get("diagnostics"):
+        return []
+    return [DIAGNOSTICS_JSON.format(model=S["ablation_model"]), *expand(IOU_HEAD_JSON, model=MODELS)]
 
 
 def matching_test_targets():

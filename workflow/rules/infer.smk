@@ -80,3 +80,12 @@ rule toy_diagnostics:
     log: log_file("toy_diagnostics", "model")
     shell: "clipvis bench toy --params {params.params} --root {ROOT} --set data.root={ROOT} {params.clip}"
            " --model-runs {params.model_runs} --out {output} > {log} 2>&1"
+
+
+rule iou_head_quality:
+    input: checkpoint=checkpoint_file, data=data_ready("toy"), clip=CLIP_WEIGHTS
+    output: IOU_HEAD_JSON
+    params: params=lambda w: params_file(w.model), clip=clip_set
+    log: log_file("iou_head_quality", "model")
+    shell: "clipvis bench iou-head --params {params.params} --checkpoint {input.checkpoint} --root {ROOT}"
+           " --set data.root={ROOT} {params.clip} --out {output} > {log} 2>&1"
