@@ -7,7 +7,7 @@ ground-truth object, every query of the network (one frame at a time, as inferen
 predicted IoU (the head's output) and a true IoU: its mask (logit > 0, at the mask resolution) against the
 ground-truth mask it overlaps most (the ground-truth masks binarised at that resolution as `clipvis bench
 toy` does; 0 where it overlaps none). Reported per benchmark, for all queries and for the confident ones
-(object probability >= CONFIDENT, those the method's score ranks high):
+(object probability >= OBJECT_SHOWN, as slot switches count them; those the method's score ranks high):
 - `spearman`: the rank correlation of predicted and true IoU (does the head rank masks by quality; None
   when the head predicts one value for every query, as a dead ReLU head does);
 - `mean_abs_error`: the mean absolute difference (is it calibrated);
@@ -23,8 +23,7 @@ import torch
 
 from clipvis.bench.toy import VIDEO_BENCHMARKS, sampled_frames
 from clipvis.config import Config
-
-CONFIDENT = 0.5  # object probability of a query that shows an object (as the slot-switch count uses it)
+from clipvis.video.inference import OBJECT_SHOWN
 
 
 def run(args, cfg: Config) -> dict:
@@ -38,7 +37,7 @@ def run(args, cfg: Config) -> dict:
     model = load_model(cfg, args.checkpoint)
     return {"checkpoint": str(args.checkpoint), "iou_head_input": cfg.model.iou_head_input,
             "iou_activation": cfg.model.iou_activation, "infer_size": [cfg.infer.min_size, cfg.infer.max_size],
-            "frame_step": args.frame_step, "confident": CONFIDENT,
+            "frame_step": args.frame_step, "confident": OBJECT_SHOWN,
             "benchmarks": {name: head_quality(*predicted_and_true(model, name, root, cfg, args.frame_step))
                            for name in VIDEO_BENCHMARKS}}
 
@@ -66,7 +65,7 @@ def best_ious(masks: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 def head_quality(predicted: np.ndarray, true: np.ndarray, objectness: np.ndarray) -> dict:
     """The numbers of the module docstring, for all queries and for the confident ones."""
-    confident = objectness >= CONFIDENT
+    confident = objectness >= OBJECT_SHOWN
     return {**agreement(predicted, true), "confident": agreement(predicted[confident], true[confident])}
 
 
