@@ -47,7 +47,7 @@ class ToyWorldConfig:
     min_frames: int = 12  # per video; 12 or more lets every exit object leave and come back
     max_frames: int = 36
     max_objects: int = 4  # per video and image; toy_ovis has up to twice as many
-    train_images: int = 600
+    train_images: int = 2400  # segmenter training images (toy_lvis_train); README, column J
     val_images: int = 100  # held-out images, all categories annotated (toy_lvis_val)
     train_videos: int = 40
     val_videos: int = 30
