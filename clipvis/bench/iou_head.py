@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipvis.bench.toy import VIDEO_BENCHMARKS, sampled_frames
+from clipvis.bench.toy import VIDEO_BENCHMARKS, mask_ious, sampled_frames
 from clipvis.config import Config
 from clipvis.video.inference import OBJECT_SHOWN
 
@@ -57,10 +57,7 @@ def predicted_and_true(model, benchmark_name: str, root: Path, cfg: Config,
 
 def best_ious(masks: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """(Q, h, w) and (N, h, w) bool -> (Q,): each mask's IoU with the ground-truth mask it overlaps most."""
-    masks, truth = masks.flatten(1).float(), truth.flatten(1).float()
-    intersection = masks @ truth.T  # (Q, N)
-    union = masks.sum(1, keepdim=True) + truth.sum(1)[None] - intersection
-    return (intersection / union.clamp(min=1)).max(1).values
+    return mask_ious(masks, truth).max(1).values
 
 
 def head_quality(predicted: np.ndarray, true: np.ndarray, objectness: np.ndarray) -> dict:

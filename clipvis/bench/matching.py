@@ -234,7 +234,7 @@ def query_owners(network, tracks: list[dict], frames: range) -> torch.Tensor:
     """(B, Q) the index in `tracks` of the ground-truth object each query owns in each frame of the chunk, -1
     for none: the one-to-one assignment of highest total mask IoU at stride 4, pairs of IoU >= OWNER_IOU."""
     from clipvis.data.datasets import decode_masks
-    from clipvis.bench.toy import ground_truth_logits
+    from clipvis.bench.toy import ground_truth_logits, mask_ious
 
     masks = network.mask_logits > 0  # (B, Q, h, w)
     owners = torch.full(masks.shape[:2], -1, dtype=torch.int64)
@@ -245,9 +245,7 @@ def query_owners(network, tracks: list[dict], frames: range) -> torch.Tensor:
             continue
         truth = decode_masks([tracks[g]["segmentations"][t]["counts"] for g in present], height, width)
         truth = ground_truth_logits(truth, network.image_size, network.padded_size) > 0  # (G, h, w)
-        predicted = masks[b].flatten(1).float()
-        inter = predicted @ truth.flatten(1).float().T  # (Q, G)
-        iou = inter / (predicted.sum(1, keepdim=True) + truth.flatten(1).sum(1) - inter).clamp(min=1)
+        iou = mask_ious(masks[b], truth)  # (Q, G)
         rows, cols = linear_sum_assignment(iou.numpy(), maximize=True)
         for q, g in zip(rows, cols):
             if iou[q, g] >= OWNER_IOU:

@@ -182,6 +182,14 @@ def ground_truth_logits(masks: torch.Tensor, image_size: tuple[int, int], padded
     return cover_logits(F.pad(x, (0, padded_size[1] - image_size[1], 0, padded_size[0] - image_size[0]))[0])
 
 
+def mask_ious(masks: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """(Q, h, w) and (N, h, w) bool -> (Q, N): the IoU of each mask with each ground-truth mask (0 where both
+    are empty)."""
+    masks, truth = masks.flatten(1).float(), truth.flatten(1).float()
+    intersection = masks @ truth.T
+    return intersection / (masks.sum(1, keepdim=True) + truth.sum(1)[None] - intersection).clamp(min=1)
+
+
 # ------------------------------------------------------------------------------------ the trained segmenter
 
 
