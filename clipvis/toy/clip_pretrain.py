@@ -10,7 +10,8 @@ segmenter uses to classify (the dense map at `clip.dense_stride`, then the pooli
 - caption loss: the symmetric InfoNCE loss between whole images (the pooling head over every position)
   and their captions; images that show the same categories count as matches of each other's texts;
 - region loss: each object's region, pooled as inference pools a ground-truth mask, is classified
-  against a class prompt of every category (cross-entropy), as in region-text pretraining.
+  against a class prompt of every category (cross-entropy), as in region-text pretraining; weighted by
+  `clip_pretrain.region_weight` against the caption loss.
 Without the region loss the dense map is never trained for what inference asks of it: a CLIP trained
 on whole images (or object crops) alone classified under a fifth of the objects right by mask pooling.
 The checkpoint is the model's state_dict, which open_clip (and so FrozenCLIP) loads like real weights.
@@ -199,7 +200,7 @@ def random_flips(image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor
 
 
 def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str], epochs: int, batch_size: int,
-               lr: float, weight_decay: float, dense_stride: int = 32,
+               lr: float, weight_decay: float, dense_stride: int = 32, region_weight: float = 1.0,
                log_epoch: Callable[[dict[str, float], int], None] | None = None) -> tuple[nn.Module, list[float]]:
     """A new open_clip `model_name` trained with the caption and region losses (module docstring); returns it
     (in eval mode) and the loss of every step.
@@ -211,6 +212,8 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
     global random generator: seed it for a repeatable run. `log_epoch(metrics, epoch)` receives the
     epoch's mean losses, the learning rate and the temperature.
     """
+    if region_weight < 0:
+        raise InputError("clip_pretrain.region_weight", "", f"must be 0 or more, got {region_weight}")
     model = create_clip(model_name)
     family = trunk_family(model, model_name)
     check_dense_stride(dense_stride, family, model_name)
@@ -248,7 +251,7 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
                                    for i in batch])  # (B, Q), -1 where no region
             keep = valid & (labels >= 0)
             region = F.cross_entropy(scale * F.normalize(regions[keep], dim=-1) @ text[len(batch):].T, labels[keep])
-            loss = caption + region
+            loss = caption + region_weight * region
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -352,7 +355,7 @@ def pretrain_clip(cfg: Config) -> Path:
     with stage_run(cfg, "pretrain_clip") as mlflow:
         start = time.perf_counter()
         model, losses = train_clip(cfg.clip.model, train_pairs, names_by_id, settings.epochs, settings.batch_size,
-                                   settings.lr, settings.weight_decay, cfg.clip.dense_stride,
+                                   settings.lr, settings.weight_decay, cfg.clip.dense_stride, settings.region_weight,
                                    log_epoch=mlflow.log_metrics)
         train_seconds = time.perf_counter() - start
         save_checkpoint(model, out)
