@@ -177,7 +177,7 @@ class ClipPretrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.1
-    region_weight: float = 8.0  # the region loss against the caption loss (README, the toy experiment's limits, column K)
+    region_weight: float = 1.0  # the region loss against the caption loss (8 tried: README, the toy experiment's limits, column K)
     out: str = TOY_CLIP_PATH
 
 
