@@ -228,8 +228,8 @@ def test_region_weight_scales_the_region_loss_in_the_total(world):
     pairs = load_caption_pairs(world, "train")
     epochs = []
     torch.manual_seed(0)
-    _, losses = train_clip(TINY, pairs, NAMES, epochs=2, batch_size=6, lr=2e-3, weight_decay=0.1, region_weight=3.0,
-                           log_epoch=lambda metrics, epoch: epochs.append(metrics))
+    train_clip(TINY, pairs, NAMES, epochs=2, batch_size=6, lr=2e-3, weight_decay=0.1, region_weight=3.0,
+               log_epoch=lambda metrics, epoch: epochs.append(metrics))
     for metrics in epochs:
         assert metrics["loss"] == pytest.approx(metrics["loss_caption"] + 3.0 * metrics["loss_region"], rel=1e-5)
     with pytest.raises(InputError, match="region_weight"):
