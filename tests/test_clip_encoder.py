@@ -95,6 +95,25 @@ def test_clip_is_frozen_and_stays_in_eval_mode():
     assert int(bn.num_batches_tracked) == before[2]
 
 
+def test_inference_layout_runs_a_resnet_trunk_channels_last_with_the_same_features():
+    """`use_channels_last` (what inference switches on): kernels, inputs and features channels-last, the same
+    values to float rounding; a ConvNeXt trunk (no faster so) is left as it is."""
+    clip = seeded_clip("clipvis_toy_rn")
+    images = torch.randn(2, 3, 64, 96)
+    reference = clip.features(images)
+    clip.use_channels_last()
+    assert clip.channels_last and clip.clip.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    features = clip.features(images)
+    assert features.keys() == reference.keys()
+    for key, value in reference.items():
+        assert features[key].is_contiguous(memory_format=torch.channels_last), key
+        torch.testing.assert_close(features[key], value, atol=1e-5, rtol=1e-4)
+    convnext = seeded_clip("clipvis_toy_convnext")
+    convnext.use_channels_last()
+    assert not convnext.channels_last
+    assert convnext.clip.visual.trunk.stem[0].weight.is_contiguous()
+
+
 def test_convnext_pooling_is_masked_average_through_head(toy_convnext):
     channels = toy_convnext.out_channels["clip_dense"]
     dense = torch.randn(1, channels, 2, 2)

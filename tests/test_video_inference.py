@@ -196,6 +196,7 @@ def test_bf16_option_keeps_the_detections_close_to_float32(setup):
     bf16 = copy.deepcopy(cfg)
     bf16.infer.precision = "bf16"
     reference = segment_video(model, iter(frames), text, cfg)
+    assert model.clip.channels_last  # inference's layout for a ResNet trunk
     result = segment_video(model, iter(frames), text, bf16)
     assert [r["segmentations"][0]["size"] for r in result] == [r["segmentations"][0]["size"] for r in reference]
     change = compare_detections(reference, result)

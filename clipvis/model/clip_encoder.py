@@ -83,6 +83,7 @@ class FrozenCLIP(nn.Module):
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.embed_dim: int = self.clip.text_projection.shape[1]
         self._weights_id: str | None = None
+        self.channels_last = False  # see `use_channels_last`
 
         preprocess = self.clip.visual.preprocess_cfg
         self.register_buffer("pixel_mean", torch.tensor(preprocess["mean"]).view(3, 1, 1) * 255, persistent=False)
@@ -128,6 +129,17 @@ class FrozenCLIP(nn.Module):
             if hasattr(self.clip, name):
                 delattr(self.clip, name)
 
+    def use_channels_last(self) -> None:
+        """From now on, run a ResNet trunk channels-last: its convolution kernels are stored so, images are fed
+        so, and its features leave so (the pixel decoder takes them as they come). The same sums in another
+        order (float rounding); on a 2-core Xeon with AMX, the R50 network at 480x640 took 0.57 s instead of
+        0.90 under bfloat16 autocast, 0.98 instead of 1.02 in float32. ConvNeXt trunks (timm) were no faster
+        so and are left as they are. Inference switches to it (`CLIPVIS.infer`); training keeps the default
+        layout, so its runs repeat as before."""
+        if self.family == "resnet":
+            self.clip.visual.to(memory_format=torch.channels_last)
+            self.channels_last = True
+
     @property
     def logit_scale(self) -> float:
         """CLIP's learned log temperature (ln 100 for OpenAI RN50)."""
@@ -152,6 +164,8 @@ class FrozenCLIP(nn.Module):
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) normalised images -> res2..res5 (strides 4..32) and clip_dense (stride `dense_stride`)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return trunk_features(self.clip.visual, self.family, images, self.dense_stride)
 
     @torch.no_grad()

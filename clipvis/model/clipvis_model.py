@@ -115,8 +115,10 @@ class CLIPVIS(nn.Module):
         `compiled`: through torch.compile (inductor; a graph per input size, compiled on its first frame:
         a minute or more on 2 CPU cores, then about a sixth faster per frame on CPU; the outputs move by
         float rounding). Where compiling fails (no C compiler, say), a warning says why and this model
-        runs eagerly from then on.
+        runs eagerly from then on. A ResNet CLIP trunk runs channels-last from the first call on
+        (`FrozenCLIP.use_channels_last`).
         """
+        self.clip.use_channels_last()
         if compiled and self._compiled_forward is None:
             # The class's function, called with this model: a copy of the model calls it with the copy.
             self._compiled_forward = torch.compile(type(self).forward, dynamic=False)
