@@ -178,6 +178,9 @@ class ClipPretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     region_weight: float = 1.0  # the region loss against the caption loss (8 tried: README, the toy experiment's limits, column K)
+    # then epochs that train only the pooling head and the text tower, the trunk frozen (README, column L)
+    head_epochs: int = 8
+    head_region_weight: float = 8.0
     out: str = TOY_CLIP_PATH
 
 

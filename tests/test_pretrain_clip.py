@@ -236,6 +236,32 @@ def test_region_weight_scales_the_region_loss_in_the_total(world):
         train_clip(TINY, pairs, NAMES, epochs=1, batch_size=6, lr=2e-3, weight_decay=0.1, region_weight=-1.0)
 
 
+def test_head_epochs_train_only_what_the_segmenter_never_reads(world, trained):
+    """clip_pretrain.head_epochs: the same first epochs, then the pooling head, the text tower and the
+    temperature learn on while the trunk (weights and batch-norm statistics) stays bit for bit."""
+    model, losses = trained
+    pairs = load_caption_pairs(world, "train")
+    epochs = []
+    torch.manual_seed(0)
+    tuned, tuned_losses = train_clip(TINY, pairs, NAMES, epochs=8, batch_size=6, lr=2e-3, weight_decay=0.1,
+                                     head_epochs=2, head_region_weight=4.0,
+                                     log_epoch=lambda metrics, epoch: epochs.append((epoch, metrics)))
+    assert tuned_losses[:16] == losses and len(tuned_losses) == 16 + 4
+    assert [epoch for epoch, _ in epochs] == list(range(1, 11))
+    for _, metrics in epochs[8:]:
+        assert metrics["loss"] == pytest.approx(metrics["loss_caption"] + 4.0 * metrics["loss_region"], rel=1e-5)
+    before, after = model.state_dict(), tuned.state_dict()
+    trunk = [name for name in before if name.startswith("visual.") and not name.startswith("visual.attnpool.")]
+    assert any("running_mean" in name for name in trunk)
+    assert all(torch.equal(before[name], after[name]) for name in trunk)
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert any(name.startswith("visual.attnpool.") for name in changed)
+    assert any(name.startswith("transformer.") for name in changed)  # the text tower
+    with pytest.raises(InputError, match="head_region_weight"):
+        train_clip(TINY, pairs, NAMES, epochs=1, batch_size=6, lr=2e-3, weight_decay=0.1, head_epochs=1,
+                   head_region_weight=-1.0)
+
+
 def test_training_is_deterministic(world, trained):
     model, _ = trained
     again, _ = fit(world)
@@ -293,10 +319,10 @@ def test_command_writes_checkpoint_report_and_config(world, tmp_path, monkeypatc
     parser = argparse.ArgumentParser()
     pretrain_clip_command.add_arguments(parser)
     args = parser.parse_args(["--params", str(params), "--set", f"data.root={world}", f"clip_pretrain.out={out}",
-                              "clip_pretrain.epochs=1", "clip_pretrain.batch_size=4"])
+                              "clip_pretrain.epochs=1", "clip_pretrain.head_epochs=1", "clip_pretrain.batch_size=4"])
     assert pretrain_clip_command.main(args) == 0
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["steps"] == 3 and report["train_pairs"] == 12 and report["heldout_images"] == 3
+    assert report["steps"] == 6 and report["train_pairs"] == 12 and report["heldout_images"] == 3
     for top1 in (report["zero_shot_top1"], report["zero_shot_top1_whole_image"]):
         assert top1["novel"] in (0.0, 1.0) and top1["base"] in (0.0, 0.5, 1.0)  # 2 base, 1 novel held-out image
         assert top1["overall"] == pytest.approx((top1["base"] * 2 + top1["novel"]) / 3)

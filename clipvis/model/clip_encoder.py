@@ -276,6 +276,12 @@ def pool_regions(visual: nn.Module, family: str, dense: torch.Tensor,
     return x.view(batch, queries, -1), masks.new_ones(masks.shape[:2])
 
 
+def pooling_head(visual: nn.Module, family: str) -> list[nn.Module]:
+    """The modules of a CLIP image tower that `pool_regions` runs and `trunk_features` does not: what a
+    segmenter built on the trunk never reads."""
+    return [visual.attnpool] if family == "resnet" else [visual.trunk.head, visual.head]
+
+
 def masked_attention_pool(pool: nn.Module, dense: torch.Tensor,
                           masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP's attention pool (`pool`) with one query per mask, attending only inside its mask.

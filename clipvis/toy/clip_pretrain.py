@@ -12,6 +12,11 @@ segmenter uses to classify (the dense map at `clip.dense_stride`, then the pooli
 - region loss: each object's region, pooled as inference pools a ground-truth mask, is classified
   against a class prompt of every category (cross-entropy), as in region-text pretraining; weighted by
   `clip_pretrain.region_weight` against the caption loss.
+After `clip_pretrain.epochs` of the whole model, `clip_pretrain.head_epochs` more train only what the
+segmenter never reads (the pooling head, the text tower), the region loss weighted
+`clip_pretrain.head_region_weight`: classification learns more while the trunk, the segmenter's frozen
+backbone, stays as it was (weighting the region loss from the start made a better classifier but a worse
+trunk: README, the toy experiment's limits, column K).
 Without the region loss the dense map is never trained for what inference asks of it: a CLIP trained
 on whole images (or object crops) alone classified under a fifth of the objects right by mask pooling.
 The checkpoint is the model's state_dict, which open_clip (and so FrozenCLIP) loads like real weights.
@@ -23,6 +28,7 @@ Runs are repeatable for a given seed and thread count.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -47,7 +53,7 @@ from clipvis.data.vocabularies import categories, novel_ids
 from clipvis.errors import InputError
 from clipvis.files import atomic_path, read_json, write_json
 from clipvis.model.clip_encoder import (FrozenCLIP, binarise_masks, check_dense_stride, cover_logits, pool_regions,
-                                        trunk_family, trunk_features)
+                                        pooling_head, trunk_family, trunk_features)
 from clipvis.model.text_classifier import TEMPLATES, class_text_embeddings, classification_logits
 from clipvis.tracking import stage_run
 
@@ -201,6 +207,7 @@ def random_flips(image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor
 
 def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str], epochs: int, batch_size: int,
                lr: float, weight_decay: float, dense_stride: int = 32, region_weight: float = 1.0,
+               head_epochs: int = 0, head_region_weight: float = 1.0,
                log_epoch: Callable[[dict[str, float], int], None] | None = None) -> tuple[nn.Module, list[float]]:
     """A new open_clip `model_name` trained with the caption and region losses (module docstring); returns it
     (in eval mode) and the loss of every step.
@@ -208,67 +215,109 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
     Each step takes `batch_size` whole images (flipped at random, `random_flips`), their captions or (with
     probability TEXT_VARIANT_PROBABILITY, single-category images) a class prompt, and one class prompt of
     every category in a random template for the regions. AdamW (no weight decay on biases, norms and the
-    temperature), linear warm-up then cosine decay. Initial weights, batches and flips come from torch's
-    global random generator: seed it for a repeatable run. `log_epoch(metrics, epoch)` receives the
-    epoch's mean losses, the learning rate and the temperature.
+    temperature), linear warm-up then cosine decay. `epochs` train the whole model, the region loss weighted
+    `region_weight`; then `head_epochs` (a schedule of their own) train only what the segmenter never reads
+    (the pooling head, the text tower, the temperature), the trunk frozen in eval mode, the region loss
+    weighted `head_region_weight`: the segmenter's features stay those of the first epochs, and only
+    classification learns more. Initial weights, batches and flips come from torch's global random
+    generator: seed it for a repeatable run. `log_epoch(metrics, epoch)` receives each epoch's mean losses,
+    the learning rate and the temperature.
     """
-    if region_weight < 0:
-        raise InputError("clip_pretrain.region_weight", "", f"must be 0 or more, got {region_weight}")
+    for key, weight in (("region_weight", region_weight), ("head_region_weight", head_region_weight)):
+        if weight < 0:
+            raise InputError(f"clip_pretrain.{key}", "", f"must be 0 or more, got {weight}")
     model = create_clip(model_name)
     family = trunk_family(model, model_name)
     check_dense_stride(dense_stride, family, model_name)
-    tokenizer = open_clip.get_tokenizer(model_name)
-    mean, std = preprocess_cfg_stats(model)
-    texts = image_texts(pairs, names_by_id)
-    category_ids = sorted(names_by_id)
-    label_of = {category_id: index for index, category_id in enumerate(category_ids)}
     steps_per_epoch = len(pairs.images) // batch_size
     if steps_per_epoch == 0:
         raise InputError("clip_pretrain.batch_size", "", f"larger than the {len(pairs.images)} training pairs")
-    total_steps = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, foreach=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps))
-    model.train()
-    losses, parts = [], {"caption": [], "region": []}
-    progress = tqdm(total=total_steps, desc="pretrain CLIP", unit="step")
-    for epoch in range(epochs):
-        order = torch.randperm(len(pairs.images))
-        for step in range(steps_per_epoch):
-            batch = order[step * batch_size:(step + 1) * batch_size].tolist()
-            images, masks = zip(*(random_flips(pairs.images[i], pairs.masks[i]) for i in batch))
-            inputs = normalise(torch.stack(images), mean, std)
-            dense = trunk_features(model.visual, family, inputs, dense_stride)["clip_dense"]  # (B, C, h, w)
-            chosen = [padded_masks(m, *inputs.shape[-2:]) for m in masks]
-            regions, valid = pool_regions(model.visual, family, dense, region_masks(chosen, dense.shape[-2:]))
-            wholes, _ = pool_regions(model.visual, family, dense, dense.new_ones(len(batch), 1, *dense.shape[-2:]).bool())
-            template = TEMPLATES[int(torch.randint(len(TEMPLATES), ()))]
-            prompts = [template.format(names_by_id[i]) for i in category_ids]
-            text = F.normalize(model.encode_text(tokenizer([draw_text(texts[i]) for i in batch] + prompts)), dim=-1)
-            scale = model.logit_scale.exp()
-            caption = contrastive_loss(F.normalize(wholes[:, 0], dim=-1), text[:len(batch)], scale,
-                                       content_groups([pairs.category_ids[i] for i in batch]))
-            labels = torch.tensor([[label_of[c] for c in pairs.category_ids[i]] + [-1] * (regions.shape[1] - len(pairs.category_ids[i]))
-                                   for i in batch])  # (B, Q), -1 where no region
-            keep = valid & (labels >= 0)
-            region = F.cross_entropy(scale * F.normalize(regions[keep], dim=-1) @ text[len(batch):].T, labels[keep])
-            loss = caption + region_weight * region
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            losses.append(loss.item())
-            parts["caption"].append(caption.item())
-            parts["region"].append(region.item())
-            progress.update()
-            progress.set_postfix(caption=f"{caption.item():.3f}", region=f"{region.item():.3f}")
-        if log_epoch is not None:
-            log_epoch({"loss": float(np.mean(losses[-steps_per_epoch:])),
-                       **{f"loss_{name}": float(np.mean(values[-steps_per_epoch:])) for name, values in parts.items()},
-                       "lr": scheduler.get_last_lr()[0], "logit_scale": model.logit_scale.exp().item()}, epoch + 1)
-    progress.close()
-    return model.eval(), losses
+    phase = CaptionTraining(model, model_name, family, pairs, names_by_id, batch_size, dense_stride, log_epoch)
+    with tqdm(total=(epochs + head_epochs) * steps_per_epoch, desc="pretrain CLIP", unit="step") as progress:
+        model.train()
+        phase.run(epochs, lr, weight_decay, region_weight, progress)
+        if head_epochs:
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(not name.startswith("visual."))
+            model.visual.eval()  # batch-norm statistics stay too
+            for module in pooling_head(model.visual, family):
+                module.requires_grad_(True).train()
+            phase.run(head_epochs, lr, weight_decay, head_region_weight, progress, trunk_frozen=True)
+    return model.eval(), phase.losses
+
+
+class CaptionTraining:
+    """The training loop of `train_clip`, run once per phase; `losses` gathers every step's loss."""
+
+    def __init__(self, model: nn.Module, model_name: str, family: str, pairs: CaptionPairs,
+                 names_by_id: dict[int, str], batch_size: int, dense_stride: int,
+                 log_epoch: Callable[[dict[str, float], int], None] | None):
+        self.model, self.family, self.pairs, self.names_by_id = model, family, pairs, names_by_id
+        self.batch_size, self.dense_stride, self.log_epoch = batch_size, dense_stride, log_epoch
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.mean, self.std = preprocess_cfg_stats(model)
+        self.texts = image_texts(pairs, names_by_id)
+        self.category_ids = sorted(names_by_id)
+        self.label_of = {category_id: index for index, category_id in enumerate(self.category_ids)}
+        self.steps_per_epoch = len(pairs.images) // batch_size
+        self.losses: list[float] = []
+        self.epochs_done = 0
+
+    def run(self, epochs: int, lr: float, weight_decay: float, region_weight: float, progress: tqdm,
+            trunk_frozen: bool = False) -> None:
+        total_steps = epochs * self.steps_per_epoch
+        optimizer = torch.optim.AdamW(parameter_groups(self.model, weight_decay), lr=lr, foreach=True)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps))
+        parts = {"caption": [], "region": []}
+        for _ in range(epochs):
+            order = torch.randperm(len(self.pairs.images))
+            for step in range(self.steps_per_epoch):
+                batch = order[step * self.batch_size:(step + 1) * self.batch_size].tolist()
+                caption, region = self.step_losses(batch, trunk_frozen)
+                loss = caption + region_weight * region
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+                self.losses.append(loss.item())
+                parts["caption"].append(caption.item())
+                parts["region"].append(region.item())
+                progress.update()
+                progress.set_postfix(caption=f"{caption.item():.3f}", region=f"{region.item():.3f}")
+            self.epochs_done += 1
+            if self.log_epoch is not None:
+                last = self.steps_per_epoch
+                self.log_epoch({"loss": float(np.mean(self.losses[-last:])),
+                                **{f"loss_{name}": float(np.mean(values[-last:])) for name, values in parts.items()},
+                                "lr": scheduler.get_last_lr()[0], "logit_scale": self.model.logit_scale.exp().item()},
+                               self.epochs_done)
+
+    def step_losses(self, batch: list[int], trunk_frozen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The caption and region losses of the pairs `batch` (module docstring); a frozen trunk runs
+        without gradients."""
+        model, pairs = self.model, self.pairs
+        images, masks = zip(*(random_flips(pairs.images[i], pairs.masks[i]) for i in batch))
+        inputs = normalise(torch.stack(images), self.mean, self.std)
+        with torch.no_grad() if trunk_frozen else contextlib.nullcontext():
+            dense = trunk_features(model.visual, self.family, inputs, self.dense_stride)["clip_dense"]  # (B, C, h, w)
+        chosen = [padded_masks(m, *inputs.shape[-2:]) for m in masks]
+        regions, valid = pool_regions(model.visual, self.family, dense, region_masks(chosen, dense.shape[-2:]))
+        wholes, _ = pool_regions(model.visual, self.family, dense,
+                                 dense.new_ones(len(batch), 1, *dense.shape[-2:]).bool())
+        template = TEMPLATES[int(torch.randint(len(TEMPLATES), ()))]
+        prompts = [template.format(self.names_by_id[i]) for i in self.category_ids]
+        text = F.normalize(model.encode_text(self.tokenizer([draw_text(self.texts[i]) for i in batch] + prompts)),
+                           dim=-1)
+        scale = model.logit_scale.exp()
+        caption = contrastive_loss(F.normalize(wholes[:, 0], dim=-1), text[:len(batch)], scale,
+                                   content_groups([pairs.category_ids[i] for i in batch]))
+        labels = torch.tensor([[self.label_of[c] for c in pairs.category_ids[i]]
+                               + [-1] * (regions.shape[1] - len(pairs.category_ids[i])) for i in batch])  # (B, Q), -1: none
+        keep = valid & (labels >= 0)
+        region = F.cross_entropy(scale * F.normalize(regions[keep], dim=-1) @ text[len(batch):].T, labels[keep])
+        return caption, region
 
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,
@@ -356,7 +405,7 @@ def pretrain_clip(cfg: Config) -> Path:
         start = time.perf_counter()
         model, losses = train_clip(cfg.clip.model, train_pairs, names_by_id, settings.epochs, settings.batch_size,
                                    settings.lr, settings.weight_decay, cfg.clip.dense_stride, settings.region_weight,
-                                   log_epoch=mlflow.log_metrics)
+                                   settings.head_epochs, settings.head_region_weight, log_epoch=mlflow.log_metrics)
         train_seconds = time.perf_counter() - start
         save_checkpoint(model, out)
 
