@@ -260,6 +260,8 @@ def test_head_epochs_train_only_what_the_segmenter_never_reads(world, trained):
     with pytest.raises(InputError, match="head_region_weight"):
         train_clip(TINY, pairs, NAMES, epochs=1, batch_size=6, lr=2e-3, weight_decay=0.1, head_epochs=1,
                    head_region_weight=-1.0)
+    with pytest.raises(InputError, match="head_epochs"):
+        train_clip(TINY, pairs, NAMES, epochs=1, batch_size=6, lr=2e-3, weight_decay=0.1, head_epochs=-1)
 
 
 def test_training_is_deterministic(world, trained):

@@ -223,9 +223,10 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
     generator: seed it for a repeatable run. `log_epoch(metrics, epoch)` receives each epoch's mean losses,
     the learning rate and the temperature.
     """
-    for key, weight in (("region_weight", region_weight), ("head_region_weight", head_region_weight)):
-        if weight < 0:
-            raise InputError(f"clip_pretrain.{key}", "", f"must be 0 or more, got {weight}")
+    for key, value in (("region_weight", region_weight), ("head_epochs", head_epochs),
+                       ("head_region_weight", head_region_weight)):
+        if value < 0:
+            raise InputError(f"clip_pretrain.{key}", "", f"must be 0 or more, got {value}")
     model = create_clip(model_name)
     family = trunk_family(model, model_name)
     check_dense_stride(dense_stride, family, model_name)
