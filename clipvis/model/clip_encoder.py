@@ -136,7 +136,7 @@ class FrozenCLIP(nn.Module):
         0.90 under bfloat16 autocast, 0.98 instead of 1.02 in float32. ConvNeXt trunks (timm) were no faster
         so and are left as they are. Inference switches to it (`CLIPVIS.infer`); training keeps the default
         layout, so its runs repeat as before."""
-        if self.family == "resnet":
+        if self.family == "resnet" and not self.channels_last:
             self.clip.visual.to(memory_format=torch.channels_last)
             self.channels_last = True
 

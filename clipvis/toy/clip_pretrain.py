@@ -230,11 +230,10 @@ def train_clip(model_name: str, pairs: CaptionPairs, names_by_id: dict[int, str]
     model = create_clip(model_name)
     family = trunk_family(model, model_name)
     check_dense_stride(dense_stride, family, model_name)
-    steps_per_epoch = len(pairs.images) // batch_size
-    if steps_per_epoch == 0:
-        raise InputError("clip_pretrain.batch_size", "", f"larger than the {len(pairs.images)} training pairs")
     phase = CaptionTraining(model, model_name, family, pairs, names_by_id, batch_size, dense_stride, log_epoch)
-    with tqdm(total=(epochs + head_epochs) * steps_per_epoch, desc="pretrain CLIP", unit="step") as progress:
+    if phase.steps_per_epoch == 0:
+        raise InputError("clip_pretrain.batch_size", "", f"larger than the {len(pairs.images)} training pairs")
+    with tqdm(total=(epochs + head_epochs) * phase.steps_per_epoch, desc="pretrain CLIP", unit="step") as progress:
         model.train()
         phase.run(epochs, lr, weight_decay, region_weight, progress)
         if head_epochs:
