@@ -133,6 +133,9 @@ class InferConfig:
     # True: the network runs through torch.compile (inductor), compiled once per input size on first use
     # (a minute or more on 2 CPU cores), then about a sixth faster per frame on CPU; eager where compiling fails.
     compile: bool = False
+    # True: on CPU, float32 linear layers run through oneDNN rather than MKL (clipvis.model.onednn_linear):
+    # twice as fast on AMD CPUs, where MKL runs AVX2 code; the outputs move by float rounding.
+    onednn_linear: bool = True
 
 
 @dataclass

@@ -204,6 +204,18 @@ def test_bf16_option_keeps_the_detections_close_to_float32(setup):
     assert change["max_score_delta"] < 0.05 * change["max_score"]
 
 
+def test_onednn_linear_layers_give_the_detections_of_pytorchs_blas(setup):
+    """infer.onednn_linear (the default) against PyTorch's own float32 linear layers: the same records."""
+    cfg, model, text, frames = setup
+    blas = copy.deepcopy(cfg)
+    blas.infer.onednn_linear = False
+    reference = segment_video(model, iter(frames), text, blas)
+    result = segment_video(model, iter(frames), text, cfg)
+    assert [(r["category_id"], r["segmentations"]) for r in result] == \
+        [(r["category_id"], r["segmentations"]) for r in reference]
+    assert np.allclose([r["score"] for r in result], [r["score"] for r in reference], rtol=1e-4, atol=1e-6)
+
+
 def test_compiled_network_gives_the_eager_detections(setup):
     """infer.compile: the network through torch.compile (a real inductor compilation, about a minute)."""
     cfg, model, text, frames = setup
@@ -245,7 +257,7 @@ def test_a_failed_compilation_falls_back_to_eager_with_a_warning(setup, monkeypa
     with torch.inference_mode(), caplog.at_level(logging.WARNING, logger="clipvis.model.clipvis_model"):
         outputs = model.infer(images, compiled=True)
         assert model._compiled_forward == EAGER and "torch.compile failed" in caplog.text
-        eager = model(images, with_aux=False)
+        eager = model.infer(images)  # the eager network, as the fallback runs it
         again = model.infer(images, compiled=True)  # no second try
     assert caplog.text.count("torch.compile failed") == 1
     for key in ("pred_masks", "pred_object_logits", "pred_embds"):

@@ -4,7 +4,8 @@ Both use random weights (`clip.pretrained=null`) and a synthetic video (coloured
 a gradient, so that masks have realistic outlines), through the real pipeline (`segment_video`).
 
 - infer: for each paper CLIP (RN50, ConvNeXt-B; 100 queries, 6+6 layers), precision (fp32, bf16), chunk
-  size and mode (eager, or compiled with `infer.compile`), at 480x640 with a 1,196-class vocabulary
+  size and mode (eager; compiled with `infer.compile`; eager_blas, float32 linear layers through PyTorch's
+  BLAS rather than oneDNN, `infer.onednn_linear=false`), at 480x640 with a 1,196-class vocabulary
   (random text embeddings): seconds per frame of streaming inference and, alternating with it in the
   same process, of the network alone (network and classification, frame by frame), their ratio, and
   where the streaming time goes (trunk, pixel decoder, deformable core, query decoder, classification,
@@ -47,7 +48,9 @@ STREAMING_PARTS = ("resize", "model", "classification", "matching", "postprocess
 PEAK_TARGET_MB = 2048
 MODEL_SEED_TRIES = 20
 GROWTH_TARGET = 0.10
-MODES = ("eager", "compiled")  # the network without and with `infer.compile`
+# The network without and with `infer.compile`, and eager with PyTorch's own BLAS for float32 linear layers
+# (`infer.onednn_linear=false`).
+MODES = ("eager", "compiled", "eager_blas")
 
 
 def run_infer(args) -> dict:
@@ -96,7 +99,8 @@ def _measure_clip(clip: str, device: str, frames: int, height: int, width: int, 
     keep_freed_memory()
     settings = [(precision, chunk, mode) for precision in precisions for chunk in chunks for mode in modes]
     configs = {s: _config([f"clip.model={clip}", f"infer.device={device}", f"infer.precision={s[0]}",
-                           f"infer.frames_per_chunk={s[1]}", f"infer.compile={s[2] == 'compiled'}"])
+                           f"infer.frames_per_chunk={s[1]}", f"infer.compile={s[2] == 'compiled'}",
+                           f"infer.onednn_linear={s[2] != 'eager_blas'}"])
                for s in settings}
     model, model_seed = random_weight_model(configs[settings[0]], inference_device(device), seed, height, width)
     text = random_vocabulary(model.clip.embed_dim, classes, seed)
@@ -164,7 +168,7 @@ def _timed_pass(model, video: list[torch.Tensor], text, cfg) -> tuple[dict[str, 
         for frame in resized:
             start = clock.now()
             forward_and_classify(model, model.preprocess([frame]), text, bf16=cfg.infer.precision == "bf16",
-                                 compiled=cfg.infer.compile)
+                                 compiled=cfg.infer.compile, onednn_linear=cfg.infer.onednn_linear)
             network_only += clock.now() - start
 
     timings: dict[str, float] = {}

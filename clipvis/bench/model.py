@@ -130,8 +130,8 @@ def compare_precisions(cfg: Config, height: int, width: int, repeats: int, devic
 
 
 def forward_and_classify(model, image: torch.Tensor, text, clock: StageClock | None = None, bf16: bool = False,
-                         compiled: bool = False) -> dict:
-    outputs = model.infer(image, bf16=bf16, compiled=compiled)
+                         compiled: bool = False, onednn_linear: bool = True) -> dict:
+    outputs = model.infer(image, bf16=bf16, compiled=compiled, onednn_linear=onednn_linear)
     with clock.classification() if clock else contextlib.nullcontext():
         outputs["class_logits"] = model.class_logits(outputs["clip_dense"], outputs["pred_masks"], text)
     return outputs

@@ -18,6 +18,7 @@ from torch import nn
 from clipvis.config import ClipConfig, ModelConfig
 from clipvis.errors import InputError
 from clipvis.model.clip_encoder import FrozenCLIP
+from clipvis.model.onednn_linear import OneDNNLinears, onednn_available
 from clipvis.model.pixel_decoder import PixelDecoder
 from clipvis.model.query_decoder import QueryDecoder
 from clipvis.model.text_classifier import TextEmbeddings, classification_logits
@@ -109,13 +110,16 @@ class CLIPVIS(nn.Module):
             outputs = {key: value.float() if torch.is_tensor(value) else value for key, value in outputs.items()}
         return outputs
 
-    def infer(self, images: torch.Tensor, bf16: bool = False, compiled: bool = False) -> dict:
+    def infer(self, images: torch.Tensor, bf16: bool = False, compiled: bool = False,
+              onednn_linear: bool = True) -> dict:
         """`forward` without auxiliary outputs, for inference (call it without gradients).
 
         `compiled`: through torch.compile (inductor; a graph per input size, compiled on its first frame:
         a minute or more on 2 CPU cores, then about a sixth faster per frame on CPU; the outputs move by
         float rounding). Where compiling fails (no C compiler, say), a warning says why and this model
-        runs eagerly from then on. A ResNet CLIP trunk runs channels-last from the first call on
+        runs eagerly from then on. `onednn_linear`: float32 linear layers on CPU run through oneDNN
+        (`clipvis.model.onednn_linear`; eager only: inductor takes oneDNN's linear op only for weights it
+        has frozen into the graph). A ResNet CLIP trunk runs channels-last from the first call on
         (`FrozenCLIP.use_channels_last`).
         """
         self.clip.use_channels_last()
@@ -129,7 +133,8 @@ class CLIPVIS(nn.Module):
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 log.warning("torch.compile failed, the network runs eagerly: %s", reason)
                 self._compiled_forward = EAGER
-        return self(images, with_aux=False, bf16=bf16)
+        with OneDNNLinears() if onednn_linear and onednn_available() else contextlib.nullcontext():
+            return self(images, with_aux=False, bf16=bf16)
 
     def class_logits(self, clip_dense: torch.Tensor, mask_logits: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
         """CLIP class logits (B, Q, C) of each query's mask; queries with no CLIP embedding get 0 (uniform)."""

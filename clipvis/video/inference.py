@@ -212,7 +212,8 @@ def network_chunk(model: CLIPVIS, chunk: list[torch.Tensor], text: TextEmbedding
                    for frame in chunk]
     with timer("model"):
         images = model.preprocess(resized)  # (B, 3, Hp, Wp)
-        outputs = model.infer(images, bf16=cfg.infer.precision == "bf16", compiled=cfg.infer.compile)
+        outputs = model.infer(images, bf16=cfg.infer.precision == "bf16", compiled=cfg.infer.compile,
+                              onednn_linear=cfg.infer.onednn_linear)
     with timer("classification"):
         class_logits = model.class_logits(outputs["clip_dense"], outputs["pred_masks"], text)
     padded_size, image_size = tuple(images.shape[-2:]), tuple(resized[0].shape[-2:])
