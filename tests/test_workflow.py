@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -89,6 +90,10 @@ def test_dvc_yaml_is_generated_from_the_workflow():
     result = subprocess.run([sys.executable, REPO / "workflow" / "scripts" / "dvc_yaml.py", "--check"], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    # each stage runs with its Snakemake job's threads (a training's result depends on the count)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["train_default"]["cmd"].startswith("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 clipvis train ")
+    assert stages["finetune_iou_relu"]["cmd"].startswith("OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 clipvis finetune ")
 
 
 def test_ablation_variants_default_to_params_variants_yaml_and_a_list_overrides(tmp_path):
