@@ -18,11 +18,14 @@ backward), so training is untouched.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 
+@functools.cache  # asked once per frame by `CLIPVIS.infer`; the answer cannot change
 def onednn_available() -> bool:
     """oneDNN is built into this PyTorch and exposes its linear op (x86 and most ARM builds)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
